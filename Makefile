@@ -1,0 +1,34 @@
+# The two set-up commands of the README: `make demo` and `make test`. Each works on its own, in either order.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.uspl-installed
+OUT ?= demo_out
+
+.PHONY: install demo test test-fast docs sync clean
+
+$(STAMP): settings.ini setup.py
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)  ## install, then run the main job on the embedded synthetic scenes
+	$(BIN)/uspl demo --out $(OUT)
+
+test: $(STAMP)  ## install, then run every notebook and tests/ under pytest (slow cells included)
+	USPL_TEST_FLAGS="$${USPL_TEST_FLAGS-slow}" $(BIN)/python -m pytest
+
+test-fast: $(STAMP)  ## the same without cells flagged slow
+	USPL_TEST_FLAGS= $(BIN)/python -m pytest
+
+docs: $(STAMP)  ## static HTML docs in _docs/ (no quarto needed)
+	$(BIN)/uspl docs
+
+sync: $(STAMP)  ## clean the notebooks and export the library
+	$(BIN)/nbdev_clean && $(BIN)/nbdev_export
+
+clean:
+	rm -rf _docs _proc $(OUT) .pytest_cache
