@@ -16,4 +16,11 @@ d = { 'settings': { 'branch': 'main',
                            'uspl.core.denormalize_image': ('core.html#denormalize_image', 'uspl/core.py'),
                            'uspl.core.minmax_norm': ('core.html#minmax_norm', 'uspl/core.py'),
                            'uspl.core.normalize_image': ('core.html#normalize_image', 'uspl/core.py'),
-                           'uspl.core.seed_everything': ('core.html#seed_everything', 'uspl/core.py')}}}
+                           'uspl.core.seed_everything': ('core.html#seed_everything', 'uspl/core.py')},
+            'uspl.docs': { 'uspl.docs._export_html': ('docs.html#_export_html', 'uspl/docs.py'),
+                           'uspl.docs._front_matter': ('docs.html#_front_matter', 'uspl/docs.py'),
+                           'uspl.docs.atomic_text': ('docs.html#atomic_text', 'uspl/docs.py'),
+                           'uspl.docs.build_docs': ('docs.html#build_docs', 'uspl/docs.py'),
+                           'uspl.docs.html_cells': ('docs.html#html_cells', 'uspl/docs.py'),
+                           'uspl.docs.readme_text': ('docs.html#readme_text', 'uspl/docs.py'),
+                           'uspl.docs.write_readme': ('docs.html#write_readme', 'uspl/docs.py')}}}
