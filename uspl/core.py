@@ -64,6 +64,15 @@ class USPLConfig:
     weight_decay:float=0.0 # Adam weight decay (not stated in the paper)
     seed:int=0 # seed of every random generator
     num_workers:int=2 # data-loader worker processes
+    freeze_bn:bool=False # keep the visual encoder's BatchNorm statistics fixed (eval mode), as with a pretrained backbone
+    sync_bn:bool=True # SyncBatchNorm under multi-GPU DistributedDataParallel (CPU processes cannot sync BN)
+    ckpt_every:int=0 # also write the checkpoint every N optimiser steps (0: at the end of each epoch only)
+    eval_path:str='sps' # inference path for validation and `uspl eval`: 'sps' (fast), 'smr' (coarse -> fine) or 'coarse'
+    # the embedded synthetic sounding scenes (not in the paper)
+    synth_train:int=4096 # training scenes
+    synth_val:int=256 # validation scenes
+    synth_test:int=512 # test scenes
+    synth_clip_sec:float=1.0 # audio clip length of a synthetic scene
 
     def update(self, **kw) -> 'USPLConfig':
         "A copy with the fields in `kw` replaced; unknown names raise."
