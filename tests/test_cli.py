@@ -1,0 +1,43 @@
+"""The installed `uspl` console script: help, version, and one-line errors with exit code 2."""
+import subprocess, sys, shutil
+from pathlib import Path
+import pytest
+from conftest import ROOT
+
+def uspl(*args, cwd=None):
+    exe = Path(sys.executable).parent/'uspl'
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'uspl.cli']
+    return subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=cwd, timeout=300)
+
+def test_help_lists_subcommands():
+    r = uspl('--help')
+    assert r.returncode == 0
+    for c in ('demo', 'train', 'eval', 'docs'): assert c in r.stdout
+
+def test_version():
+    import uspl as pkg
+    r = uspl('--version')
+    assert r.returncode == 0 and r.stdout.strip() == f'uspl {pkg.__version__}'
+
+@pytest.mark.parametrize('args,needle', [
+    (['fly'], "invalid choice: 'fly'"),
+    (['train', '--dataset', 'coco', '--out', 'r'], "invalid choice: 'coco'"),
+    (['train', '--out', 'r', '--max-steps', 'ten'], "invalid int value: 'ten'"),
+    (['train', '--dataset', 's4', '--root', '/no/such/root', '--out', 'r'], 'dataset root not found: /no/such/root'),
+    (['train', '--out', 'r', '--config', '/no/such/cfg.json'], '/no/such/cfg.json'),
+    (['eval', '--run', '/no/such/run'], 'run folder not found: /no/such/run'),
+])
+def test_bad_input_one_line_exit_2(args, needle, tmp_path):
+    r = uspl(*args, cwd=tmp_path)
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0] and lines[0].startswith('uspl'), r.stderr
+
+def test_run_without_checkpoint(tmp_path):
+    r = uspl('eval', '--run', str(tmp_path))
+    assert r.returncode == 2 and 'no checkpoint' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+def test_unreadable_config(tmp_path):
+    (tmp_path/'c.json').write_text('{"tau": ')
+    r = uspl('train', '--out', str(tmp_path/'run'), '--config', str(tmp_path/'c.json'))
+    assert r.returncode == 2 and 'c.json' in r.stderr and len(r.stderr.strip().splitlines()) == 1
