@@ -13,10 +13,11 @@ from torch import nn, Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 from .core import USPLConfig, atomic_save, atomic_write, seed_everything
+from .metrics import SegMeter, LocMeter
 
 # %% auto #0
 __all__ = ['DistEnv', 'init_distributed', 'cleanup_distributed', 'gather_cat', 'mean_over_processes', 'epoch_batches',
-           'step_generator', 'load_checkpoint', 'LossStep', 'to_device', 'fit']
+           'step_generator', 'load_checkpoint', 'LossStep', 'to_device', 'fit', 'evaluate_dataset']
 
 # %% ../nbs/10_train.ipynb #c006
 class DistEnv(NamedTuple):
@@ -177,6 +178,7 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
                 with torch.no_grad(): rec.update(evaluate(model))
                 if rec.get(monitor) is not None and (state['best'] is None or rec[monitor] > state['best']):
                     state['best'] = rec[monitor]; save('best.pt')
+            if env.world > 1: dist.barrier()
             state['history'].append(rec)
             if env.main:
                 log.write(json.dumps(dict(kind='epoch', **rec)) + '\n'); log.flush()
@@ -185,3 +187,23 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
         return state
     finally:
         if log: log.close()
+
+# %% ../nbs/10_train.ipynb #c029
+@torch.no_grad()
+def evaluate_dataset(model:nn.Module, # has `predict(image, audio, path) -> [B,H,W]` probabilities
+                     ds:Dataset, # dict samples with 'image', 'audio', 'mask', 'has_mask'
+                     path:str='sps', # inference path passed to `predict`
+                     batch_size:int=16,
+                     device:torch.device|str|None=None, # default: the model's device
+                     num_workers:int=0,
+                    ) -> dict:
+    "mIoU, F-score (AVSBench), cIoU@0.5, AUC (VGGSS) and `n` of `model`'s maps over the samples of `ds` with a mask."
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    seg, loc = SegMeter(), LocMeter()
+    for b in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+        keep = torch.as_tensor(b['has_mask'], dtype=torch.bool)
+        if not keep.any(): continue
+        probs = model.predict(b['image'][keep].to(device), b['audio'][keep].to(device), path).float().cpu()
+        seg.update(probs, b['mask'][keep]); loc.update(probs, b['mask'][keep])
+    if seg.n == 0: raise ValueError(f'no sample of the dataset ({len(ds)} samples) has a ground-truth mask to evaluate')
+    return dict(miou=seg.miou, fscore=seg.fscore, **loc.scores(), n=seg.n)
