@@ -38,6 +38,7 @@ def image_tensor(im:Image.Image, size:int) -> Tensor:
 def read_mask(path, # a binary mask image
               size:int, # output size S
               frame_size:tuple|None=None, # (W, H) the mask must have, e.g. its frame's size
+              binarize:bool=False, # accept any 8-bit values and threshold them at 128 instead of raising
              ) -> Tensor: # mask [S,S] float32 in {0,1}
     "Read a binary mask, check its values and size, resize (nearest) to `size`."
     path = Path(path)
@@ -49,7 +50,8 @@ def read_mask(path, # a binary mask image
     if frame_size is not None and (m.shape[1], m.shape[0]) != tuple(frame_size):
         raise ValueError(f"mask {path} is {m.shape[1]}x{m.shape[0]} but its frame is {frame_size[0]}x{frame_size[1]}")
     vals = set(np.unique(m).tolist())
-    if not (vals <= {0, 1} or vals <= {0, 255}): raise ValueError(f"mask {path} is not binary: values {sorted(vals)[:8]}")
+    if binarize: m = m >= 128
+    elif not (vals <= {0, 1} or vals <= {0, 255}): raise ValueError(f"mask {path} is not binary: values {sorted(vals)[:8]} (binarize=True thresholds at 128)")
     m = Image.fromarray((m > 0).astype(np.uint8)).resize((size, size), Image.NEAREST)
     return torch.from_numpy(np.asarray(m, np.float32))
 
@@ -70,11 +72,12 @@ class AVSBenchS4(Dataset):
                  front_end:str|nn.Module='logmel', # 'logmel', 'logspec' or a module on waves [L]
                  clip_sec:float=1.0, # audio clip length (the paper: 1 s)
                  sr:int=16000, n_fft:int=512, hop_length:int=160, # audio settings
-                 skip_missing:bool=False): # drop (and count) samples with missing files instead of raising
+                 skip_missing:bool=False, # drop (and count) samples with missing files instead of raising
+                 binarize:bool=False): # threshold non-binary masks at 128 instead of raising
         if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
         if not 1 <= frame <= 5: raise ValueError(f"frame must be in 1..5, got {frame}")
         self.root, self.split, self.frame, self.img_size, self.clip_sec, self.sr = _s4_root(root), split, frame, img_size, clip_sec, sr
-        self.front_end = make_front_end(front_end, sr, n_fft, hop_length)
+        self.front_end, self.binarize = make_front_end(front_end, sr, n_fft, hop_length), binarize
         meta = self.root/'s4_meta_data.csv'
         with open(meta, newline='') as fh: rows = list(csv.DictReader(fh))
         if not rows or not {'name', 'category', 'split'} <= set(rows[0]): raise ValueError(f"{meta} needs columns name, category, split")
@@ -118,7 +121,7 @@ class AVSBenchS4(Dataset):
         r = self.items[i]
         im = read_image(self.path('frame', r))
         has_mask = self.path('mask', r).is_file()
-        mask = read_mask(self.path('mask', r), self.img_size, im.size) if has_mask else torch.zeros(self.img_size, self.img_size)
+        mask = read_mask(self.path('mask', r), self.img_size, im.size, self.binarize) if has_mask else torch.zeros(self.img_size, self.img_size)
         return dict(image=image_tensor(im, self.img_size), audio=self.audio(r), mask=mask, has_mask=has_mask,
                     box=torch.from_numpy(mask_box(mask.numpy() > 0)), name=r['name'], category=r['category'])
 

@@ -86,39 +86,41 @@ def sample_object(rng:np.random.Generator, # the scene's generator
                  ) -> dict: # everything needed to draw the object
     "Draw one object instance of class `label`: place, size, pose, contour noise, colours, texture."
     c = CLASSES[label]
-    R = rng.uniform(0.13, 0.22) * size
+    R = rng.uniform(0.15, 0.25) * size
     h, s, v = c.hue + rng.normal(0, 0.02), rng.uniform(0.55, 0.95), rng.uniform(0.6, 0.95)
-    k = np.arange(2, 13)
+    k, th = np.arange(2, 13), np.linspace(-np.pi, np.pi, 2048, endpoint=False)
+    amp, phi = rng.normal(0, 0.06, k.size) / np.sqrt(k), rng.uniform(0, 2 * np.pi, k.size)
     return dict(label=label, R=R, cx=rng.uniform(R, size - R), cy=rng.uniform(R, size - R), angle=rng.uniform(0, 2 * np.pi),
                 vel=rng.normal(0, 0.01 * size, 2), c1=_hsv(h, s, v), c2=_hsv(h + c.accent[0], s * c.accent[1], v * c.accent[2]),
-                amp=rng.normal(0, 0.06, k.size) / np.sqrt(k), phi=rng.uniform(0, 2 * np.pi, k.size),
+                contour=(1 + (amp[:, None] * np.cos(k[:, None] * th + phi[:, None])).sum(0)).astype(np.float32),  # on 2048 angles
                 shape=dict(ph=rng.uniform(0, 2 * np.pi, 2), k=int(rng.integers(5, 8)), hole=rng.uniform(0.45, 0.6),
                            off=rng.uniform(0.4, 0.6), bite=rng.uniform(0.7, 0.85), width=rng.uniform(0.22, 0.35)),
                 tex=dict(freq=rng.uniform(1.2, 2.5), phase=rng.uniform(0, 2 * np.pi), seed=int(rng.integers(2 ** 31))),
                 light=rng.uniform(0, 2 * np.pi))
 
-def draw_object(img:np.ndarray, # RGB image [S,S,3] float32, painted in place
+def draw_object(img:np.ndarray|None, # RGB image [S,S,3] float32, painted in place (None: only the mask)
                 obj:dict, # from `sample_object`
                 frame:int=0, # frame index: the object moves by `obj['vel']` pixels per frame
+                size:int|None=None, # image size S when `img` is None
                ) -> np.ndarray: # the object's full (unoccluded) mask [S,S] bool
     "Paint `obj` onto `img` and return its mask."
-    S, c = img.shape[0], CLASSES[obj['label']]
+    S, c = img.shape[0] if img is not None else size, CLASSES[obj['label']]
     cx, cy, R = obj['cx'] + frame * obj['vel'][0], obj['cy'] + frame * obj['vel'][1], obj['R']
     x0, x1 = max(int(cx - 1.4 * R), 0), min(int(cx + 1.4 * R) + 1, S)
     y0, y1 = max(int(cy - 1.4 * R), 0), min(int(cy + 1.4 * R) + 1, S)
     full = np.zeros((S, S), bool)
     if x0 >= x1 or y0 >= y1: return full
-    dx, dy = np.meshgrid(np.arange(x0, x1) + 0.5 - cx, np.arange(y0, y1) + 0.5 - cy)
+    dx, dy = np.meshgrid(np.arange(x0, x1, dtype=np.float32) + 0.5 - cx, np.arange(y0, y1, dtype=np.float32) + 0.5 - cy)
     ca, sa = np.cos(obj['angle']), np.sin(obj['angle'])
     u, v = (dx * ca + dy * sa) / R, (-dx * sa + dy * ca) / R
-    th = np.arctan2(v, u)
-    scale = 1 + (obj['amp'][:, None, None] * np.cos(np.arange(2, 13)[:, None, None] * th + obj['phi'][:, None, None])).sum(0)
+    scale = obj['contour'][((np.arctan2(v, u) + np.pi) * (2048 / (2 * np.pi))).astype(np.int64) % 2048]
     inside = _shape_inside(c.shape, u / scale, v / scale, obj['shape'])
+    full[y0:y1, x0:x1] = inside
+    if img is None: return full
     t = _texture(c.texture, u, v, obj['tex'])[..., None]
     shade = 1 + 0.15 * (u * np.cos(obj['light']) + v * np.sin(obj['light']))[..., None]
     col = np.clip(((1 - t) * obj['c1'] + t * obj['c2']) * shade, 0, 1)
     img[y0:y1, x0:x1][inside] = col[inside]
-    full[y0:y1, x0:x1] = inside
     return full
 
 # %% ../nbs/02_synthetic.ipynb #c013
@@ -129,16 +131,18 @@ def draw_background(rng:np.random.Generator, size:int) -> np.ndarray:
     grid = np.array([[_hsv(*p) for p in row] for row in hsv])
     img = F.interpolate(torch.from_numpy(grid).permute(2, 0, 1)[None], size=(size, size), mode='bicubic',
                         align_corners=False)[0].permute(1, 2, 0).numpy()
-    yy, xx = np.mgrid[0:size, 0:size] / size
+    xs = (np.arange(size, dtype=np.float32) + 0.5) / size
     if rng.random() < 0.5:
         a, f = rng.uniform(0, np.pi), rng.uniform(3, 12)
-        img = img + rng.uniform(0.04, 0.12) * np.sin(2 * np.pi * f * (xx * np.cos(a) + yy * np.sin(a)) + rng.uniform(0, 6))[..., None]
-    for _ in range(int(rng.integers(2, 7))):
+        img = img + rng.uniform(0.04, 0.12) * np.sin(2 * np.pi * f * (xs[None, :] * np.cos(a) + xs[:, None] * np.sin(a)) + rng.uniform(0, 6))[..., None]
+    for _ in range(int(rng.integers(2, 7))):  # soft ellipses, computed on their bounding square
         cx, cy, rx, ry, a = *rng.uniform(0, 1, 2), *rng.uniform(0.04, 0.2, 2), rng.uniform(0, np.pi)
-        du, dv = (xx - cx) * np.cos(a) + (yy - cy) * np.sin(a), -(xx - cx) * np.sin(a) + (yy - cy) * np.cos(a)
-        alpha = rng.uniform(0.3, 0.7) * 0.5 * (1 - np.tanh(((du / rx) ** 2 + (dv / ry) ** 2 - 1) * 4))
-        img = img * (1 - alpha[..., None]) + alpha[..., None] * _hsv(rng.uniform(), rng.uniform(0.1, 0.6), rng.uniform(0.3, 0.9))
-    img = img + rng.normal(0, 0.02, img.shape)
+        r = 1.3 * max(rx, ry); x0, x1, y0, y1 = (int(np.clip(p * size, 0, size)) for p in (cx - r, cx + r + 1 / size, cy - r, cy + r + 1 / size))
+        xx, yy = xs[None, x0:x1] - cx, xs[y0:y1, None] - cy
+        du, dv = xx * np.cos(a) + yy * np.sin(a), -xx * np.sin(a) + yy * np.cos(a)
+        alpha = (rng.uniform(0.3, 0.7) * 0.5 * (1 - np.tanh(((du / rx) ** 2 + (dv / ry) ** 2 - 1) * 4)))[..., None]
+        img[y0:y1, x0:x1] = img[y0:y1, x0:x1] * (1 - alpha) + alpha * _hsv(rng.uniform(), rng.uniform(0.1, 0.6), rng.uniform(0.3, 0.9))
+    img += 0.02 * rng.standard_normal(img.shape, dtype=np.float32)
     return np.clip(img, 0, 1).astype(np.float32)
 
 # %% ../nbs/02_synthetic.ipynb #c015
@@ -212,8 +216,8 @@ def render_scene(rng:np.random.Generator, # the sample's generator (consumed)
     for _ in range(20):
         objs = [sample_object(rng, int(k), img_size) for k in [label, *others]]
         order = rng.permutation(len(objs))
-        vis = _visible([draw_object(np.zeros_like(bg), objs[j]) for j in order], order)
-        area = [max(draw_object(np.zeros_like(bg), o).sum(), 1) for o in objs]
+        full = [draw_object(None, objs[j], size=img_size) for j in order]
+        vis, area = _visible(full, order), np.maximum([full[np.flatnonzero(order == j)[0]].sum() for j in range(len(objs))], 1)
         if vis[0].sum() >= 0.6 * area[0] and all(vis[j].sum() >= 0.3 * area[j] for j in range(1, len(objs))): break
     images, masks, objs_f = [], [], []
     for f in range(n_frames):
