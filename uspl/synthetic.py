@@ -175,10 +175,10 @@ def synth_sound(rng:np.random.Generator, # the scene's generator
         tt = np.mod(t * rate + ph, 1) / rate; dec = rng.uniform(0.08, 0.2)
         x = sum(a * np.sin(2 * np.pi * f0 * r * t) for r, a in zip((1, 2.76, 5.4), (1, .6, .3))) * np.exp(-tt / dec)
     elif c.sound in ('upchirp', 'downchirp'):
-        x_ = np.mod(t * rate + ph, 1) / rng.uniform(0.6, 0.9); on = x_ < 1
+        d = rng.uniform(0.6, 0.9); x_ = np.clip(np.mod(t * rate + ph, 1) / d, 0, 1)
         fa, fb = (lo * rng.uniform(0.9, 1.2), hi * rng.uniform(0.85, 1.1))
         if c.sound == 'downchirp': fa, fb = fb, fa
-        x = _tone(fa + (fb - fa) * np.clip(x_, 0, 1), sr, amps[:3]) * on * _gate(t, rate, 0.9, ph, 0.005)
+        x = _tone(fa + (fb - fa) * x_, sr, amps[:3]) * _gate(t, rate, d, ph, 0.005)
     elif c.sound == 'noiseband': bw = rng.uniform(600, 1500); x = _band_noise(rng, n, sr, f0 - bw / 2, f0 + bw / 2) * (1 - 0.3 * _gate(t, rate, 0.5, ph, 0.2))
     elif c.sound == 'pulsed': x = _tone(np.full(n, f0), sr, [1 / k if k % 2 else 0 for k in range(1, 10)]) * _gate(t, rate, rng.uniform(0.5, 0.7), ph)
     elif c.sound == 'bursts':
