@@ -53,10 +53,10 @@ class USPLConfig:
     t:int=8 # random-walk propagation steps of Eq. 8 (Sec. 4.1, Table 8): t steps, not 2^t
     # SPS (Sec. 3.3)
     dec_channels:tuple=(256, 512, 1024, 2048) # channels of the residual set F1..F4 from PMV-dec (Sec. 4.1)
-    fpn_dim:int=256 # FPN decoder width (Kirillov et al. 2019)
+    fpn_dim:int=128 # FPN decoder width (Kirillov et al. 2019 use 256; 128 keeps SPS within 1.3x of EZ-VSL's time, Table 3)
     aspp_rates:tuple=(1, 6, 12, 18) # ASPP dilation rates (Chen et al. 2017)
-    aspp_dim:int=64 # inner width of each ASPP of PMV-dec (our reading of Fig. 3; keeps SPS cheap, Table 3)
-    head_dim:int=128 # width of the FPN semantic head (Kirillov et al. 2019)
+    aspp_dim:int=32 # inner width of each ASPP of PMV-dec (our reading of Fig. 3; keeps SPS cheap, Table 3)
+    head_dim:int=64 # width of the FPN semantic head (Kirillov et al. 2019 use 128; narrowed with fpn_dim)
     seg_soft:bool=True # Eq. 10 against the min-max normalised fine map as a soft target (False: binarised at 0.5)
     # training (Sec. 3.4, 4.1)
     lambdas:tuple=(0.1, 0.4, 0.5) # weights of L_mmicl, L_aff, L_seg in Eq. 11 (Sec. 4.1)
