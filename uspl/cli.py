@@ -83,11 +83,12 @@ def cmd_train(a):
     from uspl.model import build_model
     from uspl.datasets import build_dataset
     from uspl.train import fit, init_distributed, cleanup_distributed, evaluate_dataset
+    from uspl.core import seed_everything
     env = init_distributed(a.device)
     try:
         train_ds = build_dataset(a.dataset, root, 'train', cfg)
         val_ds = build_dataset(a.dataset, root, 'val' if a.dataset != 'vggss' else 'test', cfg)
-        model = build_model(cfg)
+        seed_everything(cfg.seed); model = build_model(cfg)  # the same initial weights in every process and run
         ev = (lambda m: evaluate_dataset(m, val_ds, path=cfg.eval_path, device=env.device)) if val_ds is not None else None
         st = fit(model, train_ds, cfg, a.out, evaluate=ev, resume=a.resume, max_steps=a.max_steps,
                  progress=not a.no_progress, env=env)

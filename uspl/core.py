@@ -64,10 +64,11 @@ class USPLConfig:
     epochs:int=20 # epochs with the overall loss after the warm-up (Sec. 4.1)
     batch_size:int=32 # batch size (Sec. 4.1)
     lr:float=1e-4 # Adam learning rate (Sec. 4.1)
+    optimizer:str='adam' # 'adam' (Sec. 4.1) or 'sgd' (momentum 0.9)
     weight_decay:float=0.0 # Adam weight decay (not stated in the paper)
     seed:int=0 # seed of every random generator
     num_workers:int=2 # data-loader worker processes
-    freeze_bn:bool=False # keep the visual encoder's BatchNorm statistics fixed (eval mode), as with a pretrained backbone
+    freeze_bn:bool=False # keep every BatchNorm layer's statistics fixed (eval mode); exact DDP equivalence on CPUs needs it
     sync_bn:bool=True # SyncBatchNorm under multi-GPU DistributedDataParallel (CPU processes cannot sync BN)
     ckpt_every:int=0 # also write the checkpoint every N optimiser steps (0: at the end of each epoch only)
     eval_path:str='sps' # inference path for validation and `uspl eval`: 'sps' (fast), 'smr' (coarse -> fine) or 'coarse'

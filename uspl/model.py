@@ -40,10 +40,10 @@ class USPL(nn.Module):
             self.sps = SPSHead.from_config(self.cfg, ch, st)
 
     def train(self, mode:bool=True):
-        "Train mode; with `cfg.freeze_bn` the visual encoder's BatchNorm layers stay in eval mode."
+        "Train mode; with `cfg.freeze_bn` every BatchNorm layer stays in eval mode (fixed statistics)."
         super().train(mode)
         if mode and self.cfg.freeze_bn:
-            for m in self.net.visual.modules():
+            for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
         return self
 

@@ -5,6 +5,7 @@
 # %% ../nbs/10_train.ipynb #c001
 from __future__ import annotations
 import os, json, math, time, logging
+from functools import partial
 from pathlib import Path
 from typing import NamedTuple, Callable
 import torch
@@ -17,7 +18,7 @@ from .metrics import SegMeter, LocMeter
 
 # %% auto #0
 __all__ = ['DistEnv', 'init_distributed', 'cleanup_distributed', 'gather_cat', 'mean_over_processes', 'epoch_batches',
-           'step_generator', 'load_checkpoint', 'LossStep', 'to_device', 'fit', 'evaluate_dataset']
+           'step_generator', 'load_checkpoint', 'make_optimizer', 'LossStep', 'to_device', 'fit', 'evaluate_dataset']
 
 # %% ../nbs/10_train.ipynb #c006
 class DistEnv(NamedTuple):
@@ -26,6 +27,7 @@ class DistEnv(NamedTuple):
     world:int=1
     local_rank:int=0
     device:torch.device=torch.device('cpu')
+    group:object=None # a second process group for the differentiable gather (see `gather_cat`)
     @property
     def main(self) -> bool: return self.rank == 0
 
@@ -37,21 +39,37 @@ def init_distributed(device:str|None=None, # 'cpu', 'cuda' or None (cuda when av
     use_cuda = torch.cuda.is_available() if device is None else device.startswith('cuda')
     dev = torch.device(f'cuda:{local}') if use_cuda else torch.device('cpu')
     if use_cuda: torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group('nccl' if use_cuda else 'gloo', rank=rank, world_size=world)
-    return DistEnv(rank, world, local, dev)
+    group = None
+    if world > 1:
+        if not dist.is_initialized(): dist.init_process_group('nccl' if use_cuda else 'gloo', rank=rank, world_size=world)
+        group = dist.new_group()
+    return DistEnv(rank, world, local, dev, group)
 
 def cleanup_distributed():
     "Leave the process group, if any."
     if dist.is_available() and dist.is_initialized(): dist.destroy_process_group()
 
 # %% ../nbs/10_train.ipynb #c009
-def gather_cat(x:Tensor, # a per-process batch [b,...]
+class _GatherCat(torch.autograd.Function):
+    "all_gather forward; backward: the summed gradient of this process's slice (an all-reduce of the contiguous gradient)."
+    @staticmethod
+    def forward(ctx, x, group):
+        ctx.group, ctx.rank, ctx.b = group, dist.get_rank(group), x.shape[0]
+        out = [torch.empty_like(x) for _ in range(dist.get_world_size(group))]
+        dist.all_gather(out, x, group=group)
+        return torch.cat(out, 0)
+    @staticmethod
+    def backward(ctx, g):
+        g = g.contiguous().clone()
+        dist.all_reduce(g, group=ctx.group)
+        return g[ctx.rank * ctx.b:(ctx.rank + 1) * ctx.b], None
+
+def gather_cat(x:Tensor, # a per-process batch [b,...], the same b in every process
+               group=None, # process group of the gather (`DistEnv.group`; None: the default group)
               ) -> Tensor:
     "Concatenate `x` over all processes along dim 0, differentiably; `x` itself in a single process. [b*world,...]"
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1: return x
-    from torch.distributed.nn.functional import all_gather
-    return torch.cat(all_gather(x.contiguous()), 0)
+    return _GatherCat.apply(x.contiguous(), group or dist.group.WORLD)
 
 def mean_over_processes(d:dict) -> dict:
     "Average a dict of float scalars over the processes (for logging)."
@@ -91,6 +109,13 @@ def load_checkpoint(path:str|Path, # a checkpoint file written by `fit`
 def _unwrap(m:nn.Module) -> nn.Module: return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
 
 # %% ../nbs/10_train.ipynb #c018
+def make_optimizer(model:nn.Module, cfg:USPLConfig) -> torch.optim.Optimizer:
+    "The optimiser `cfg.optimizer` ('adam' or 'sgd') over `model`'s parameters with `cfg.lr` and `cfg.weight_decay`."
+    if cfg.optimizer == 'adam': return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == 'sgd': return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
+    raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'adam' or 'sgd'")
+
+# %% ../nbs/10_train.ipynb #c021
 class LossStep(nn.Module):
     "Wraps a model so that `forward` computes its training losses (what DDP synchronises)."
     def __init__(self, model:nn.Module):
@@ -108,7 +133,7 @@ def _check_loss(losses:dict, epoch:int, step:int, gstep:int):
             raise FloatingPointError(f'non-finite loss {k}={v.item()} at epoch {epoch} step {step} (global step {gstep}): '
                                      'lower the learning rate or check the inputs; the last checkpoint is intact')
 
-# %% ../nbs/10_train.ipynb #c019
+# %% ../nbs/10_train.ipynb #c022
 def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict` (and `train_mode(epoch)` optionally)
         train_ds:Dataset, # dataset of dict samples
         cfg:USPLConfig, # uses seed, batch_size, lr, weight_decay, warmup_epochs + epochs, num_workers, ckpt_every
@@ -126,7 +151,7 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
     seed_everything(cfg.seed)
     model = model.to(env.device)
     if env.world > 1 and env.device.type == 'cuda' and cfg.sync_bn: model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    opt = make_optimizer(model, cfg)
     state = dict(epoch=0, step_in_epoch=0, global_step=0, history=[], best=None)
     if resume:
         ck = load_checkpoint(out/'last.pt')
@@ -157,7 +182,7 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
                        leave=False, dynamic_ncols=True)
             for batch in bar:
                 g = step_generator(cfg.seed, state['global_step'])
-                losses = step_fn(to_device(batch, env.device), epoch, g, gather_cat)
+                losses = step_fn(to_device(batch, env.device), epoch, g, partial(gather_cat, group=env.group))
                 _check_loss(losses, epoch, state['step_in_epoch'], state['global_step'])
                 opt.zero_grad(set_to_none=True)
                 losses['loss'].backward()
@@ -188,7 +213,7 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
     finally:
         if log: log.close()
 
-# %% ../nbs/10_train.ipynb #c029
+# %% ../nbs/10_train.ipynb #c032
 @torch.no_grad()
 def evaluate_dataset(model:nn.Module, # has `predict(image, audio, path) -> [B,H,W]` probabilities
                      ds:Dataset, # dict samples with 'image', 'audio', 'mask', 'has_mask'
