@@ -74,10 +74,11 @@ class _PairL1(torch.autograd.Function):
     def forward(ctx, feats, offs):
         B, C, H, W = feats.shape
         d = feats.new_zeros(B, len(offs), H, W)
-        for k, (dy, dx) in enumerate(offs):
-            if (s := _pair_slices(H, W, dy, dx)) is None: continue
-            (ys, xs), (yt, xt) = s
-            d[:, k, ys, xs] = torch.linalg.vector_norm(feats[:, :, ys, xs] - feats[:, :, yt, xt], ord=1, dim=1)
+        for b in _chunks(feats):  # samples in chunks of ~64 MB: bounded temporaries
+            for k, (dy, dx) in enumerate(offs):
+                if (s := _pair_slices(H, W, dy, dx)) is None: continue
+                (ys, xs), (yt, xt) = s
+                d[b, k, ys, xs] = torch.linalg.vector_norm(feats[b, :, ys, xs] - feats[b, :, yt, xt], ord=1, dim=1)
         ctx.save_for_backward(feats); ctx.offs = offs
         return d
 
@@ -87,12 +88,18 @@ class _PairL1(torch.autograd.Function):
         feats, = ctx.saved_tensors
         H, W = feats.shape[-2:]
         gf = torch.zeros_like(feats)
-        for k, (dy, dx) in enumerate(ctx.offs):
-            if (s := _pair_slices(H, W, dy, dx)) is None: continue
-            (ys, xs), (yt, xt) = s
-            g = torch.sign(feats[:, :, ys, xs] - feats[:, :, yt, xt]).mul_(gd[:, k, None, ys, xs])
-            gf[:, :, ys, xs] += g; gf[:, :, yt, xt] -= g
+        for b in _chunks(feats):
+            for k, (dy, dx) in enumerate(ctx.offs):
+                if (s := _pair_slices(H, W, dy, dx)) is None: continue
+                (ys, xs), (yt, xt) = s
+                g = torch.sign(feats[b, :, ys, xs] - feats[b, :, yt, xt]).mul_(gd[b, k, None, ys, xs])
+                gf[b, :, ys, xs] += g; gf[b, :, yt, xt] -= g
         return gf, None
+
+def _chunks(x:Tensor, nbytes:int=2**26):
+    "Slices of the batch dimension of `x` with about `nbytes` per chunk (at least one sample)."
+    n = max(1, nbytes // max(1, x[:1].numel() * x.element_size()))
+    return [slice(i, i + n) for i in range(0, x.shape[0], n)]
 
 def local_affinity(feats:Tensor, # affinity features F_aff [B,C,H,W]
                    radius:int=7, # neighbourhood radius r: offsets with dy^2+dx^2 < r^2 (Table 6)
@@ -135,7 +142,7 @@ def dense_refine(feats:Tensor, # affinity features [B,C,H,W]
     v = m.double().flatten(2).transpose(1, 2)                     # vec(M) [B,HW,Cm]
     return (torch.linalg.matrix_power(T, t) @ v).transpose(1, 2).reshape(m.shape)
 
-# %% ../nbs/07_affinity.ipynb #c021
+# %% ../nbs/07_affinity.ipynb #c023
 def affinity_loss(aff:Affinity|Tensor, # `Affinity` or its `a` [B,K,H,W]
                   labels:AffinityLabels, # `uspl.trimap.affinity_labels` of the tri-map, each [B,K,H,W] bool
                   weights:tuple=(0.25, 0.25, 0.5), # weights of background-positive, foreground-positive, negative means
@@ -151,7 +158,7 @@ def affinity_loss(aff:Affinity|Tensor, # `Affinity` or its `a` [B,K,H,W]
     pos, neg = -torch.log(a + 1e-5), -torch.log(1 + 1e-5 - a)
     return weights[0] * mean(pos, labels.bg_pos) + weights[1] * mean(pos, labels.fg_pos) + weights[2] * mean(neg, labels.neg)
 
-# %% ../nbs/07_affinity.ipynb #c028
+# %% ../nbs/07_affinity.ipynb #c030
 class Transition(NamedTuple):
     T:Tensor # row-normalised weights D^-1 A^beta [B,K,H*W], 0 at invalid pairs
     idx:Tensor # neighbour index [K,H*W] (`uspl.trimap.neighbour_index`)
@@ -162,9 +169,10 @@ def _block_csr(T:Tensor, idx:Tensor, valid:Tensor) -> Tensor|None:
     "Pack per-offset weights [B,K,N] into a block-diagonal CSR matrix (rows (b,p), columns (b,p+o_k))."
     if T.device.type not in ('cpu', 'cuda'): return None
     B, K, N = T.shape
-    vt = valid.t()                                                  # [N,K], row-major order of the CSR entries
-    vals = T.transpose(1, 2)[:, vt].reshape(-1)
-    cols = (idx.t()[vt][None] + N * torch.arange(B, device=T.device)[:, None]).reshape(-1)
+    vt = valid.t()                                                  # [N,K]: CSR entries in row-major order
+    pos = vt.reshape(-1).nonzero().squeeze(1)                       # the valid ones (index_select beats boolean masks)
+    vals = T.transpose(1, 2).reshape(B, N * K).index_select(1, pos).reshape(-1)
+    cols = (idx.t().reshape(-1)[pos][None] + N * torch.arange(B, device=T.device)[:, None]).reshape(-1)
     crow = torch.cat([vt.new_zeros(1, dtype=torch.long), vt.sum(1).repeat(B).cumsum(0)])
     with warnings.catch_warnings():
         warnings.simplefilter('ignore')  # torch flags sparse CSR as beta
@@ -187,7 +195,7 @@ def local_transition(aff:Affinity, # local affinities from `local_affinity`
     grad = torch.is_grad_enabled() and T.requires_grad
     return Transition(T, idx, (H, W), None if grad else _block_csr(T.detach(), idx, valid))
 
-# %% ../nbs/07_affinity.ipynb #c032
+# %% ../nbs/07_affinity.ipynb #c034
 def _check_steps(t, logt):
     if logt is not None:
         if isinstance(logt, bool) or not isinstance(logt, int) or not 0 <= logt <= 16: raise ValueError(f"logt must be an int in [0, 16], got {logt!r}")

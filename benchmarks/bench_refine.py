@@ -1,0 +1,117 @@
+"""Benchmark of sounding map refinement (SMR): the local random walk `uspl.affinity.refine` against the dense
+HW x HW reference `uspl.affinity.dense_refine`, at the paper's setting (56x56, r=7, beta=10, t=8, 256-d features).
+
+    python benchmarks/bench_refine.py [--threads N] [--batch 8] [--size 56] [--dim 256]
+
+Prints the time of each, the speed ratio, the largest difference relative to max|M|, the peak memory of each,
+and the median time of one slider move (`propagate` on one 56x56 map with a precomputed transition) on one thread.
+
+Precision: the dense reference computes in float64; `refine` in float32 (its normal use). The difference is
+measured in float64.
+
+Peak memory: torch's CPU allocations are invisible to tracemalloc, so the script reads the process's resident-set
+high-water mark (VmHWM in /proc/self/status), reset before each phase by writing 5 to /proc/self/clear_refs (Linux);
+a phase's peak is VmHWM after it minus the resident set before it. Where the reset is not possible, it falls back to
+deltas of resource.getrusage's ru_maxrss (then only phases that raise the process's peak show). The analytic size of
+the largest tensors is printed beside it.
+"""
+import argparse, os, resource, statistics, time
+import torch, torch.nn.functional as F
+from uspl.affinity import refine, dense_refine, local_affinity, local_transition, propagate
+from uspl.trimap import radius_offsets
+
+MB = 2**20
+
+def _status_kb(key):
+    try:
+        for line in open('/proc/self/status'):
+            if line.startswith(key + ':'): return int(line.split()[1])
+    except OSError: return None
+
+def _reset_peak() -> bool:
+    try:
+        with open('/proc/self/clear_refs', 'w') as f: f.write('5')
+        return True
+    except OSError: return False
+
+def peak_mb(fn):
+    "Run `fn()`; return (result, seconds, peak extra resident memory in MB, method)."
+    if _reset_peak() and _status_kb('VmHWM') is not None:
+        before = _status_kb('VmRSS'); t0 = time.perf_counter(); out = fn(); dt = time.perf_counter() - t0
+        return out, dt, (_status_kb('VmHWM') - before) / 1024, 'VmHWM'
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter(); out = fn(); dt = time.perf_counter() - t0
+    return out, dt, (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024, 'ru_maxrss delta'
+
+def inputs(batch, dim, size, seed):
+    "Piecewise-smooth random features (affinities neither all 1 nor all underflowed) and smooth maps in [0,1]."
+    g = torch.Generator().manual_seed(seed)
+    f = F.interpolate(torch.randn(batch, dim, 7, 7, generator=g), size=(size, size), mode='nearest')
+    f = 0.01 * F.avg_pool2d(F.pad(f, (1, 1, 1, 1), mode='replicate'), 3, stride=1) + 0.0005 * torch.randn(batch, dim, size, size, generator=g)
+    m = F.interpolate(torch.rand(batch, 1, 7, 7, generator=g), size=(size, size), mode='bilinear', align_corners=False)
+    return f, m
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--threads', type=int, default=torch.get_num_threads(), help='torch threads (default: all)')
+    p.add_argument('--batch', type=int, default=8); p.add_argument('--size', type=int, default=56)
+    p.add_argument('--dim', type=int, default=256); p.add_argument('--radius', type=int, default=7)
+    p.add_argument('--beta', type=float, default=10.); p.add_argument('--t', type=int, default=8)
+    p.add_argument('--repeats', type=int, default=5, help='runs of the local refine (median)')
+    p.add_argument('--slider-repeats', type=int, default=50)
+    p.add_argument('--seed', type=int, default=0)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    B, N, K = a.batch, a.size * a.size, len(radius_offsets(a.radius))
+    f, m = inputs(a.batch, a.dim, a.size, a.seed)
+    print(f'refine vs dense reference: batch {B}, {a.size}x{a.size}, dim {a.dim}, r={a.radius} (K={K}), beta={a.beta}, '
+          f't={a.t} steps; {a.threads} thread(s), torch {torch.__version__}')
+    aff = local_affinity(f, a.radius).a
+    print(f'mean affinity over valid non-self pairs: {(aff.sum() - aff.shape[0] * N) / ((aff > 0).sum() - aff.shape[0] * N):.3f}')
+
+    with torch.no_grad():
+        refine(f[:1, :, :8, :8], m[:1, :, :8, :8], a.radius, a.beta, a.t)  # warm-up, small enough not to raise the peak
+        local, _, local_mb, how = peak_mb(lambda: refine(f, m, a.radius, a.beta, a.t))  # first large run: honest peak
+        times = []
+        for _ in range(a.repeats):
+            t0 = time.perf_counter(); refine(f, m, a.radius, a.beta, a.t); times.append(time.perf_counter() - t0)
+        t_local = statistics.median(times)
+        t0 = time.perf_counter(); A = local_affinity(f, a.radius); t_aff = time.perf_counter() - t0
+        t0 = time.perf_counter(); tr = local_transition(A, a.beta); t_tr = time.perf_counter() - t0
+        t0 = time.perf_counter(); propagate(tr, m, a.t); t_prop = time.perf_counter() - t0
+        t0 = time.perf_counter(); local64 = refine(f.double(), m.double(), a.radius, a.beta, a.t); t_local64 = time.perf_counter() - t0
+        dense, t_dense, dense_mb, _ = peak_mb(lambda: dense_refine(f, m, a.radius, a.beta, a.t))
+
+    rel = ((local.double() - dense).abs().max() / m.abs().max()).item()
+    rel64 = ((local64 - dense).abs().max() / m.abs().max()).item()
+    print(f'local refine (float32):    {t_local*1e3:9.1f} ms  median of {a.repeats} '
+          f'(Eq. 3 {t_aff*1e3:.0f} ms, Eq. 7 {t_tr*1e3:.0f} ms, Eq. 8 {t_prop*1e3:.0f} ms)')
+    print(f'local refine (float64):    {t_local64*1e3:9.1f} ms  one run')
+    print(f'dense reference (float64): {t_dense*1e3:9.1f} ms  one run')
+    print(f'speed ratio dense / local float32: {t_dense / t_local:.1f}x   (goal >= 20x: {"met" if t_dense / t_local >= 20 else "NOT met"}); '
+          f'dense / local float64: {t_dense / t_local64:.1f}x')
+    print(f'max |local - dense| / max|M|: float32 local {rel:.2e} (goal <= 1e-5: {"met" if rel <= 1e-5 else "NOT met"}); '
+          f'float64 local {rel64:.2e}')
+    print(f'peak extra resident memory ({how}): local float32 {local_mb:.0f} MB, dense {dense_mb:.0f} MB')
+    print(f'analytic largest tensors: local, B*K*HW*4 B = {B*K*N*4/MB:.1f} MB each (affinities, transition, CSR values) '
+          f'and B*C*HW*4 B = {B*a.dim*N*4/MB:.1f} MB per feature difference; '
+          f'dense, B*(HW)^2*8 B = {B*N*N*8/MB:.0f} MB each (distances, A, A^beta, T, powers of T)')
+
+    torch.set_num_threads(1)
+    with torch.no_grad():
+        A1 = local_affinity(f[:1], a.radius)
+        tr1 = local_transition(A1, a.beta)
+        propagate(tr1, m[:1], a.t)
+        ts = []
+        for _ in range(a.slider_repeats):
+            t0 = time.perf_counter(); propagate(tr1, m[:1], a.t); ts.append(time.perf_counter() - t0)
+        tb = []
+        for _ in range(max(5, a.slider_repeats // 5)):
+            t0 = time.perf_counter(); propagate(local_transition(A1, a.beta), m[:1], a.t)
+            tb.append(time.perf_counter() - t0)
+    sl = statistics.median(ts)
+    print(f'slider move, t only (propagate, one {a.size}x{a.size} map, 1 thread): {sl*1e3:.2f} ms median of {len(ts)} '
+          f'(goal <= 10 ms: {"met" if sl <= 0.01 else "NOT met"})')
+    print(f'slider move, beta (local_transition + propagate on cached affinities, 1 thread): {statistics.median(tb)*1e3:.2f} ms median')
+
+if __name__ == '__main__': main()
