@@ -146,17 +146,19 @@ def dense_refine(feats:Tensor, # affinity features [B,C,H,W]
 def affinity_loss(aff:Affinity|Tensor, # `Affinity` or its `a` [B,K,H,W]
                   labels:AffinityLabels, # `uspl.trimap.affinity_labels` of the tri-map, each [B,K,H,W] bool
                   weights:tuple=(0.25, 0.25, 0.5), # weights of background-positive, foreground-positive, negative means
+                  gather=None, # concatenates over processes (`uspl.train.gather_cat`): class means over the global batch
                  ) -> Tensor: # scalar loss
     "Class-balanced affinity loss: -log A on positive pairs, -log(1-A) on negative pairs (Eq. 6)."
     a = aff.a if isinstance(aff, Affinity) else aff
     if not isinstance(labels, AffinityLabels): raise TypeError(f"labels must be an AffinityLabels, got {type(labels).__name__}")
     for name, lab in zip(labels._fields, labels):
         if lab.shape != a.shape: raise ValueError(f"labels.{name} has shape {tuple(lab.shape)} but the affinities {tuple(a.shape)}")
-    def mean(term, mask):
-        mask = mask.to(a.dtype)
-        return (term * mask).sum() / mask.sum().clamp_min(1)
     pos, neg = -torch.log(a + 1e-5), -torch.log(1 + 1e-5 - a)
-    return weights[0] * mean(pos, labels.bg_pos) + weights[1] * mean(pos, labels.fg_pos) + weights[2] * mean(neg, labels.neg)
+    masks = [m.to(a.dtype) for m in (labels.bg_pos, labels.fg_pos, labels.neg)]
+    sums = torch.stack([(t * m).sum() for t, m in zip((pos, pos, neg), masks)])
+    counts = torch.stack([m.sum() for m in masks])
+    if gather is not None: sums, counts = gather(sums[None]).sum(0), gather(counts[None]).sum(0)
+    return (sums.new_tensor(weights) * sums / counts.clamp_min(1)).sum()
 
 # %% ../nbs/07_affinity.ipynb #c030
 class Transition(NamedTuple):

@@ -102,7 +102,7 @@ def uspl_losses(model:USPL, # the model
     l_mm = mmicl_loss(gather(a.a_emb), gather(a.v_emb), c.tau, c.drop, c.symmetric, model.training, c.drop_positive_only, generator)
     if model.method == 'ezvsl' or epoch < c.warmup_epochs: return {'loss': l_mm, 'mmicl': l_mm.detach()}
     s = smr_maps(model, image, out)
-    l_aff = affinity_loss(s.aff, affinity_labels(s.tri, c.radius))
+    l_aff = affinity_loss(s.aff, affinity_labels(s.tri, c.radius), gather=gather)
     l_seg = seg_loss(out.logits, s.fine, soft=c.seg_soft)
     l1, l2, l3 = c.lambdas
     loss = l1 * l_mm + l2 * l_aff + l3 * l_seg
