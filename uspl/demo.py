@@ -24,8 +24,8 @@ __all__ = ['DEMO_SIZES', 'BASELINE_ROWS', 'LEARNED', 'ORDER', 'InMemory', 'demo_
 DEMO_SIZES = {
     # the main job: < 10 min on 2 CPU cores
     'cpu': dict(img_size=64, visual_backbone='resnet18', audio_encoder='vggish_small', embed_dim=128, aff_dim=64,
-                fpn_dim=64, head_dim=32, aspp_dim=32, batch_size=16, lr=3e-4, warmup_epochs=2, epochs=3,
-                synth_train=1024, synth_val=128, synth_test=256, num_workers=0, eval_path='sps'),
+                fpn_dim=64, head_dim=32, aspp_dim=32, batch_size=16, lr=3e-4, warmup_epochs=2, epochs=2,
+                synth_train=768, synth_val=128, synth_test=256, num_workers=0, eval_path='sps'),
     # a smoke run for tests: seconds
     'tiny': dict(img_size=64, visual_backbone='resnet18', audio_encoder='vggish_small', embed_dim=32, aff_dim=16,
                  fpn_dim=16, head_dim=16, aspp_dim=8, batch_size=8, lr=1e-3, warmup_epochs=1, epochs=1, radius=3,
