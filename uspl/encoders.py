@@ -91,7 +91,7 @@ class VGGish(nn.Module):
                  fc_dim:int=4096, # hidden size of the two first linear layers (4096: VGGish)
                  out_dim:int=128, # embedding size (128: VGGish)
                  final_relu:bool=True, # ReLU on the embedding (the PyTorch conversion of VGGish has it)
-                 bn:bool=False): # BatchNorm after each conv (not VGGish: for training from scratch; changes key names)
+                 bn:bool=False): # BatchNorm after each conv and hidden linear layer (not VGGish: for training from scratch)
         super().__init__()
         c1, c2, c3, c4 = [max(1, round(c * width)) for c in (64, 128, 256, 512)]
         conv = lambda i, o: [nn.Conv2d(i, o, 3, padding=1), *([nn.BatchNorm2d(o)] if bn else []), nn.ReLU(inplace=True)]
@@ -99,8 +99,9 @@ class VGGish(nn.Module):
         self.features = nn.Sequential(*conv(1, c1), *pool, *conv(c1, c2), *pool, *conv(c2, c3), *conv(c3, c3), *pool,
                                       *conv(c3, c4), *conv(c4, c4), *pool)
         flat = c4 * (self.n_frames // 16) * (self.n_mels // 16)
-        self.embeddings = nn.Sequential(nn.Linear(flat, fc_dim), nn.ReLU(True), nn.Linear(fc_dim, fc_dim), nn.ReLU(True),
-                                        nn.Linear(fc_dim, out_dim), *([nn.ReLU(True)] if final_relu else []))
+        fc = lambda i, o: [nn.Linear(i, o), *([nn.BatchNorm1d(o)] if bn else []), nn.ReLU(inplace=True)]
+        self.embeddings = nn.Sequential(*fc(flat, fc_dim), *fc(fc_dim, fc_dim), nn.Linear(fc_dim, out_dim),
+                                        *([nn.ReLU(True)] if final_relu else []))
         self.out_dim = out_dim
         for m in self.modules():  # He init, as VGG nets are trained from scratch; loaded weights replace it
             if isinstance(m, (nn.Conv2d, nn.Linear)):
@@ -148,7 +149,7 @@ class AudioResNet(nn.Module):
 
 # %% ../nbs/04_encoders.ipynb #c032
 AUDIO_VARIANTS = {'vggish': dict(), # the paper's encoder (Sec. 4.1)
-                  'vggish_small': dict(width=0.25, fc_dim=512, bn=True)} # 2.2M parameters, trains from scratch on a CPU
+                  'vggish_small': dict(width=0.25, fc_dim=512, bn=True, final_relu=False)} # 2.2M parameters, trains from scratch on a CPU
 
 def build_audio_encoder(name:str='vggish', # 'vggish', 'vggish_small' or a timm model name
                         weights:str|Path|None=None, # local weights file for the chosen encoder
