@@ -15,6 +15,7 @@ from .metrics import SegMeter, LocMeter, baseline_maps
 from .model import build_model, smr_maps
 from .train import fit, evaluate_dataset, DistEnv
 from .segmenter import count_params, count_flops, frames_per_second
+from .widgets import plot_maps
 
 # %% auto #0
 __all__ = ['DEMO_SIZES', 'BASELINE_ROWS', 'LEARNED', 'ORDER', 'InMemory', 'demo_config', 'score_baselines', 'efficiency',
@@ -106,21 +107,13 @@ def results_markdown(res:dict) -> str:
 # %% ../nbs/12_demo.ipynb #c017
 def demo_figure(model, # a trained `USPL`
                 ds, # scenes with 'image', 'audio', 'mask'
-                n:int=4): # number of scenes (rows)
-    "A matplotlib figure with one row per scene: image / gt / coarse / fine / SPS."
-    import matplotlib.pyplot as plt
+                n:int=4): # number of scenes (columns)
+    "A matplotlib figure (`uspl.widgets.plot_maps`): frames, gt, coarse, fine and SPS maps of the first `n` scenes."
     b = default_collate([ds[i] for i in range(min(n, len(ds)))])
-    cols = {'image': denormalize_image(b['image']).clamp(0, 1).permute(0, 2, 3, 1), 'ground truth': b['mask']}
+    rows = {'ground truth': b['mask']}
     for name, path in (('coarse (MMICL)', 'coarse'), ('fine (SMR)', 'smr'), ('SPS', 'sps')):
-        cols[name] = model.predict(b['image'], b['audio'], path)
-    fig, axs = plt.subplots(len(b['mask']), len(cols), figsize=(2 * len(cols), 2 * len(b['mask'])), squeeze=False)
-    for j, (name, x) in enumerate(cols.items()):
-        for i in range(len(b['mask'])):
-            axs[i, j].imshow(x[i].numpy(), **({} if name == 'image' else dict(cmap='magma', vmin=0, vmax=1)))
-            axs[i, j].axis('off')
-        axs[0, j].set_title(name, fontsize=9)
-    fig.tight_layout()
-    return fig
+        rows[name] = model.predict(b['image'], b['audio'], path)
+    return plot_maps(rows, b['image'], max_cols=n)
 
 # %% ../nbs/12_demo.ipynb #c019
 def run_demo(out:str|Path='demo_out', # output folder
@@ -159,7 +152,6 @@ def run_demo(out:str|Path='demo_out', # output folder
                config=cfg.to_dict())
     fig = demo_figure(models['uspl'], test_ds, n=4)
     fig.savefig(out/'figure.png', dpi=80, bbox_inches='tight')
-    import matplotlib.pyplot as plt; plt.close(fig)
     res['setting']['wall_s'] = time.time() - t0
     atomic_write(out/'results.json', lambda f: f.write(json.dumps(res, indent=1).encode()))
     md = results_markdown(res)
