@@ -114,7 +114,9 @@ def cmd_eval(a):
     print(json.dumps({**{k: res[k] for k in keep}, 'n': res['n'], 'path': a.path or cfg.eval_path, 'checkpoint': str(ckpt)}))
 
 def cmd_demo(a):
-    from uspl.demo import run_demo
+    from uspl.demo import run_demo, demo_config
+    try: demo_config(a.size, a.seed)  # the packaged ImageNet weights are installed, or one line saying how to get them
+    except FileNotFoundError as e: raise UsageError(str(e)) from None
     run_demo(a.out, size=a.size, seed=a.seed)
 
 def cmd_docs(a):
