@@ -37,6 +37,13 @@ def test_resume_is_exact(tmp_path):
     ra = json.loads(cli('eval', '--run', str(tmp_path/'full'), '--split', 'test', '--path', 'smr').stdout)
     assert ra['n'] == 8 and set(ra) >= {'miou', 'fscore', 'ciou', 'auc', 'n'}
     assert all(0 <= ra[k] <= 1 for k in ('miou', 'fscore', 'ciou', 'auc'))
+    # a run whose initial-weights file is not on this machine (trained elsewhere) still evaluates, to the same numbers
+    name = ra['checkpoint'].replace('\\', '/').rsplit('/', 1)[-1]  # the file eval chose (best.pt)
+    ck = torch.load(tmp_path/'full'/name, map_location='cpu', weights_only=False)
+    ck['cfg'] = {**ck['cfg'], 'visual_weights': str(tmp_path/'gone'/'imagenet.pth')}
+    (tmp_path/'moved').mkdir(); torch.save(ck, tmp_path/'moved'/name)
+    rb = json.loads(cli('eval', '--run', str(tmp_path/'moved'), '--split', 'test', '--path', 'smr').stdout)
+    assert {k: rb[k] for k in ('miou', 'n')} == {k: ra[k] for k in ('miou', 'n')}
 
 def test_two_processes_match_one(tmp_path):
     cfg = config(tmp_path, freeze_bn='all', optimizer='sgd', lr=0.05)

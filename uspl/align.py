@@ -121,7 +121,7 @@ class AlignModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.visual = VisualEncoder(cfg.visual_backbone, cfg.output_stride, cfg.pretrained, cfg.visual_weights,
-                                    weights_match=cfg.visual_weights_match)
+                                    tuple(cfg.visual_out_indices), cfg.visual_weights_match)
         self.audio = build_audio_encoder(cfg.audio_encoder, cfg.audio_weights)
         self.align = AVAlign(self.visual.out_dim, self.audio.out_dim, cfg.embed_dim)
 

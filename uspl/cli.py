@@ -107,7 +107,8 @@ def cmd_eval(a):
     except ValueError as e: raise UsageError(str(e)) from None
     cfg = USPLConfig.from_dict(ck['cfg'])
     ds = build_dataset(a.dataset, root, a.split, cfg)
-    model = build_model(cfg); model.load_state_dict(ck['model'])
+    # the checkpoint replaces every weight: skip the initial-weights files (they need not exist on this machine)
+    model = build_model(cfg.update(pretrained=False, visual_weights=None, audio_weights=None)); model.load_state_dict(ck['model'])
     dev = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     res = evaluate_dataset(model.to(dev), ds, path=a.path or cfg.eval_path, batch_size=a.batch_size, device=dev)
     keep = {'synthetic': ('miou', 'fscore', 'ciou', 'auc'), 's4': ('miou', 'fscore'), 'vggss': ('ciou', 'auc')}[a.dataset]

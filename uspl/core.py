@@ -31,6 +31,7 @@ class USPLConfig:
     # encoders
     visual_backbone:str='resnet50' # timm name of the visual encoder: ResNet-50 (Sec. 4.1)
     output_stride:int=16 # last conv stride removed: 224 -> 14x14 (Sec. 4.1)
+    visual_out_indices:tuple=(1, 2, 3, 4) # backbone stages f_v returns (timm `out_indices`), fine to coarse; the last feeds g_v: ResNet-50's 4 stages (Sec. 3.1)
     pretrained:bool=False # ImageNet weights in the paper; building never downloads, so opt in (or give `visual_weights`)
     visual_weights:str|None=None # path of a local visual-encoder weights file
     visual_weights_match:str='name' # how that file's tensors pair with the backbone's: 'name' or 'order' (another library's names)

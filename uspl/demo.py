@@ -26,9 +26,9 @@ __all__ = ['DEMO_SIZES', 'PACKAGED_WEIGHTS', 'BASELINE_ROWS', 'LEARNED', 'ORDER'
 DEMO_SIZES = {
     # the main job: < 10 min on 2 CPU cores
     # (its visual encoder starts from the ImageNet MobileNetV2 file of a pip package: see `PACKAGED_WEIGHTS`)
-    'cpu': dict(img_size=96, visual_backbone='mobilenetv2_100', freeze_bn='visual', audio_encoder='vggish_small',
-                embed_dim=128, aff_dim=64, fpn_dim=64, head_dim=32, aspp_dim=32, batch_size=16, lr=3e-4,
-                warmup_epochs=2, epochs=2, synth_train=1536, synth_val=128, synth_test=256, num_workers=0, eval_path='sps'),
+    'cpu': dict(img_size=96, visual_backbone='mobilenetv2_100', visual_out_indices=(0, 1, 2), freeze_bn='visual',
+                audio_encoder='vggish_small', embed_dim=128, aff_dim=64, fpn_dim=64, head_dim=32, aspp_dim=32, batch_size=16,
+                lr=1e-3, epochs=2, synth_train=2048, synth_val=128, synth_test=256, num_workers=0, eval_path='sps'),
     # a smoke run for tests: seconds
     'tiny': dict(img_size=64, visual_backbone='resnet18', audio_encoder='vggish_small', embed_dim=32, aff_dim=16,
                  fpn_dim=16, head_dim=16, aspp_dim=8, batch_size=8, lr=1e-3, warmup_epochs=1, epochs=1, radius=3,
@@ -105,6 +105,11 @@ def results_markdown(res:dict) -> str:
                      f"{f(r.get('params_m'))} | {f(r.get('gflops'))} | {f(r.get('fps'), 1)} |")
     notes = [f"- {'met' if g['met'] else 'MISSED'}: {g['goal']} ({g['measured']})" for g in res['goals']]
     s = res['setting']
+    if 'mask_area' in s:
+        notes += ['', f"cIoU and AUC follow VGG-SS's protocol, which binarises each map at its median (the top half of the "
+                  f"pixels): the sounding object covers {100 * s['mask_area']:.1f}% of a test frame on average, so a "
+                  f"sample's IoU stays far below 0.5 (cIoU near 0) and AUC is small for every row; mIoU and F-score "
+                  f"are the informative columns on these scenes."]
     return '\n'.join(['# uspl demo: synthetic sounding scenes', '',
                       f"Test scenes: {s['n_test']}; mIoU and cIoU in %, F-score and AUC as fractions; "
                       f"efficiency at {s['img_size']}x{s['img_size']}, batch 1, {s['threads']} CPU thread(s).", ''] + lines +
@@ -156,7 +161,8 @@ def run_demo(out:str|Path='demo_out', # output folder
     res = dict(rows=rows, goals=check_goals(scores),
                setting=dict(size=size, seed=seed, img_size=cfg.img_size, n_train=len(train_ds), n_test=len(test_ds),
                             batch_size=cfg.batch_size, warmup_epochs=cfg.warmup_epochs, epochs=cfg.epochs, steps=steps,
-                            threads=torch.get_num_threads(), wall_s=time.time() - t0),
+                            threads=torch.get_num_threads(), wall_s=time.time() - t0,
+                            mask_area=float(np.mean([float(x['mask'].float().mean()) for x in test_ds.items]))),
                config=cfg.to_dict())
     fig = demo_figure(models['uspl'], test_ds, n=4)
     fig.savefig(out/'figure.png', dpi=80, bbox_inches='tight')
