@@ -1,4 +1,4 @@
-"""The installed `uspl` console script: help, version, and one-line errors with exit code 2."""
+"""The installed `uspl` console script: help, version, the demo's outputs (tiny size), and one-line errors with exit code 2."""
 import subprocess, sys, shutil
 from pathlib import Path
 import pytest
@@ -41,3 +41,16 @@ def test_unreadable_config(tmp_path):
     (tmp_path/'c.json').write_text('{"tau": ')
     r = uspl('train', '--out', str(tmp_path/'run'), '--config', str(tmp_path/'c.json'))
     assert r.returncode == 2 and 'c.json' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+def test_demo_tiny_writes_its_outputs(tmp_path):
+    "The main job end to end at the smoke size: the rows the issue names, metrics as fractions, the table printed."
+    import json
+    r = uspl('demo', '--size', 'tiny', '--out', str(tmp_path/'out'))
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path/'out'/'results.json').read_text())
+    assert [x['method'] for x in res['rows']] == ['center-prior', 'all-ones', 'all-objects', 'ezvsl', 'mmicl', 'smr', 'sps']
+    assert all(0 <= x[k] <= 1 for x in res['rows'] for k in ('miou', 'fscore', 'ciou', 'auc'))
+    assert len(res['goals']) == 4 and 0 < res['setting']['mask_area'] < 1
+    md = (tmp_path/'out'/'results.md').read_text()
+    assert '| method | mIoU | F-score | cIoU | AUC | params (M) | GFLOPs | frames/s |' in md and 'Quality goals:' in md
+    assert md.strip() in r.stdout and (tmp_path/'out'/'figure.png').stat().st_size > 0
