@@ -11,7 +11,8 @@ from .core import USPLConfig, minmax_norm
 from .encoders import VisualEncoder, build_audio_encoder
 
 # %% auto #0
-__all__ = ['AVAlign', 'coarse_map', 'mask_augment_keep', 'av_logits', 'mmicl_loss', 'ezvsl_config', 'AlignOut', 'AlignModel']
+__all__ = ['FREEZE_BN', 'AVAlign', 'coarse_map', 'mask_augment_keep', 'av_logits', 'mmicl_loss', 'ezvsl_config', 'AlignOut',
+           'AlignModel']
 
 # %% ../nbs/05_align.ipynb #c006
 class AVAlign(nn.Module):
@@ -115,15 +116,26 @@ class AlignOut(NamedTuple):
     v_emb:Tensor # projected visual map [B,D,h,w]
     coarse:Tensor # coarse sounding map, cosine in [-1,1] (Eq. 1) [B,h,w]
 
+FREEZE_BN = ('none', 'visual', 'all')
+
 class AlignModel(nn.Module):
     "Encoders $f_v$, $f_a$ and projectors $g_v$, $g_a$ of MMICL (Sec. 3.1), built from a `USPLConfig`."
-    def __init__(self, cfg:USPLConfig): # uses the encoder, `embed_dim` and MMICL fields
+    def __init__(self, cfg:USPLConfig): # uses the encoder, `embed_dim`, `freeze_bn` and MMICL fields
         super().__init__()
+        if cfg.freeze_bn not in FREEZE_BN: raise ValueError(f"freeze_bn must be one of {FREEZE_BN}, got {cfg.freeze_bn!r}")
         self.cfg = cfg
         self.visual = VisualEncoder(cfg.visual_backbone, cfg.output_stride, cfg.pretrained, cfg.visual_weights,
                                     tuple(cfg.visual_out_indices), cfg.visual_weights_match)
         self.audio = build_audio_encoder(cfg.audio_encoder, cfg.audio_weights)
         self.align = AVAlign(self.visual.out_dim, self.audio.out_dim, cfg.embed_dim)
+
+    def train(self, mode:bool=True):
+        "Train mode; the BatchNorm layers chosen by `cfg.freeze_bn` ('visual': f_v's, 'all': every one) stay in eval mode."
+        super().train(mode)
+        if mode and self.cfg.freeze_bn != 'none':
+            for m in (self if self.cfg.freeze_bn == 'all' else self.visual).modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
+        return self
 
     def forward(self, image:Tensor, # normalised images [B,3,H,W]
                 audio:Tensor, # audio in the audio encoder's format, e.g. [B,1,F,T] or [B,P,96,64]

@@ -15,7 +15,7 @@ from .affinity import PMVAff, Affinity, local_affinity, affinity_loss, random_wa
 from .segmenter import SPSHead, seg_loss
 
 # %% auto #0
-__all__ = ['METHODS', 'FREEZE_BN', 'PATHS', 'USPLOut', 'USPL', 'SMROut', 'smr_maps', 'uspl_losses', 'predict', 'build_model']
+__all__ = ['METHODS', 'PATHS', 'USPLOut', 'USPL', 'SMROut', 'smr_maps', 'uspl_losses', 'predict', 'build_model']
 
 # %% ../nbs/09_model.ipynb #c005
 class USPLOut(NamedTuple):
@@ -24,7 +24,6 @@ class USPLOut(NamedTuple):
     logits:Tensor|None # SPS logits [B,1,H,W] (None for EZ-VSL)
 
 METHODS = ('uspl', 'ezvsl')
-FREEZE_BN = ('none', 'visual', 'all')
 
 # %% ../nbs/09_model.ipynb #c006
 class USPL(nn.Module):
@@ -32,7 +31,6 @@ class USPL(nn.Module):
     def __init__(self, cfg:USPLConfig, method:str='uspl'):
         super().__init__()
         if method not in METHODS: raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-        if cfg.freeze_bn not in FREEZE_BN: raise ValueError(f"freeze_bn must be one of {FREEZE_BN}, got {cfg.freeze_bn!r}")
         self.method = method
         self.cfg = ezvsl_config(cfg) if method == 'ezvsl' else cfg
         self.net = AlignModel(self.cfg)
@@ -42,10 +40,10 @@ class USPL(nn.Module):
             self.sps = SPSHead.from_config(self.cfg, ch, st)
 
     def train(self, mode:bool=True):
-        "Train mode; the BatchNorm layers chosen by `cfg.freeze_bn` ('visual': f_v's, 'all') stay in eval mode."
+        "Train mode; `AlignModel.train` applies `cfg.freeze_bn` to the encoders, and 'all' also fixes the heads' BatchNorm."
         super().train(mode)
-        if mode and self.cfg.freeze_bn != 'none':
-            for m in (self if self.cfg.freeze_bn == 'all' else self.net.visual).modules():
+        if mode and self.cfg.freeze_bn == 'all':
+            for m in self.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
         return self
 
