@@ -13,10 +13,11 @@ from torch import nn, Tensor
 from torch.utils.data import Dataset, Subset
 from .core import USPLConfig, normalize_image
 from .audio import load_audio, clip_around, make_front_end, front_end_name, LogMelPatches
-from .synthetic import SyntheticScenes, mask_box
+from .layouts import s4_root, s4_path, vggss_path, mask_box, VGGSS_META, VGGSS_TRAIN
+from .metrics import gt_from_boxes
 
 # %% auto #0
-__all__ = ['log', 'DATASETS', 'read_image', 'image_tensor', 'read_mask', 'AVSBenchS4', 'box_union_map', 'VGGSS', 'build_dataset']
+__all__ = ['log', 'DATASETS', 'read_image', 'image_tensor', 'read_mask', 'read_objects', 'AVSBenchS4', 'VGGSS', 'build_dataset']
 
 # %% ../nbs/02a_datasets.ipynb #c005
 log = logging.getLogger('uspl.data')
@@ -56,13 +57,22 @@ def read_mask(path, # a binary mask image
     return torch.from_numpy(np.asarray(m, np.float32))
 
 # %% ../nbs/02a_datasets.ipynb #c010
-def _s4_root(root) -> Path:
-    root = Path(root)
-    if not root.exists(): raise FileNotFoundError(f"AVSBench-S4 root not found: {root}")
-    for r in (root, root/'Single-source'):
-        if (r/'s4_meta_data.csv').is_file(): return r
-    raise FileNotFoundError(f"no s4_meta_data.csv in {root} or {root/'Single-source'}")
+def read_objects(path, # an 8-bit object map (0 background, k > 0 the k-th object)
+                 size:int, # output size S
+                 frame_size:tuple|None=None, # (W, H) the map must have
+                ) -> Tensor: # union of the objects [S,S] float32 in {0,1}
+    "Read an object map and return where any object is, resized (nearest) to `size`."
+    path = Path(path)
+    try:
+        with Image.open(path) as im: im.load(); m = np.asarray(im.convert('L') if im.mode not in ('L', 'P') else im)
+    except FileNotFoundError: raise FileNotFoundError(f"object map not found: {path}") from None
+    except Exception as e: raise ValueError(f"cannot read object map {path}: {e}") from None
+    if frame_size is not None and (m.shape[1], m.shape[0]) != tuple(frame_size):
+        raise ValueError(f"object map {path} is {m.shape[1]}x{m.shape[0]} but its frame is {frame_size[0]}x{frame_size[1]}")
+    m = Image.fromarray((m > 0).astype(np.uint8)).resize((size, size), Image.NEAREST)
+    return torch.from_numpy(np.asarray(m, np.float32))
 
+# %% ../nbs/02a_datasets.ipynb #c013
 class AVSBenchS4(Dataset):
     "AVSBench-S4 in its official layout: one frame per video with its audio clip and (val/test) mask."
     def __init__(self, root, # the `Single-source` folder or its parent
@@ -76,7 +86,7 @@ class AVSBenchS4(Dataset):
                  binarize:bool=False): # threshold non-binary masks at 128 instead of raising
         if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
         if not 1 <= frame <= 5: raise ValueError(f"frame must be in 1..5, got {frame}")
-        self.root, self.split, self.frame, self.img_size, self.clip_sec, self.sr = _s4_root(root), split, frame, img_size, clip_sec, sr
+        self.root, self.split, self.frame, self.img_size, self.clip_sec, self.sr = s4_root(root), split, frame, img_size, clip_sec, sr
         self.front_end, self.binarize = make_front_end(front_end, sr, n_fft, hop_length), binarize
         meta = self.root/'s4_meta_data.csv'
         with open(meta, newline='') as fh: rows = list(csv.DictReader(fh))
@@ -89,13 +99,11 @@ class AVSBenchS4(Dataset):
             if not skip_missing: raise FileNotFoundError(f"{missing} (listed in {meta}) not found; pass skip_missing=True to skip such samples")
             self.n_skipped += 1; log.info(f"AVSBench-S4 {split}: skipping {r['name']}: {missing} not found")
         log.info(f"AVSBench-S4 {split}: {len(self.items)} of {len(rows)} listed videos found on disk")
+        self.with_objects = bool(self.items) and all(self.path('objects', r).is_file() for r in self.items)
 
     def path(self, kind:str, r:dict) -> Path:
-        "Path of the 'frame', 'mask', 'wav' or 'pkl' file of metadata row `r`."
-        d, n = self.root/'s4_data', r['name']
-        sub = Path(self.split)/r['category']
-        return {'frame': d/'visual_frames'/sub/n/f'{n}_{self.frame}.png', 'mask': d/'gt_masks'/sub/n/f'{n}_{self.frame}.png',
-                'wav': d/'audio_wav'/sub/f'{n}.wav', 'pkl': d/'audio_log_mel'/sub/f'{n}.pkl'}[kind]
+        "Path of the 'frame', 'mask', 'objects', 'wav' or 'pkl' file of metadata row `r` (see `uspl.layouts.s4_path`)."
+        return s4_path(self.root, kind, self.split, r['category'], r['name'], self.frame)
 
     def _missing(self, r):
         if not self.path('frame', r).is_file(): return self.path('frame', r)
@@ -122,21 +130,12 @@ class AVSBenchS4(Dataset):
         im = read_image(self.path('frame', r))
         has_mask = self.path('mask', r).is_file()
         mask = read_mask(self.path('mask', r), self.img_size, im.size, self.binarize) if has_mask else torch.zeros(self.img_size, self.img_size)
-        return dict(image=image_tensor(im, self.img_size), audio=self.audio(r), mask=mask, has_mask=has_mask,
-                    box=torch.from_numpy(mask_box(mask.numpy() > 0)), name=r['name'], category=r['category'])
+        s = dict(image=image_tensor(im, self.img_size), audio=self.audio(r), mask=mask, has_mask=has_mask,
+                 box=torch.from_numpy(mask_box(mask.numpy() > 0)), name=r['name'], category=r['category'])
+        if self.with_objects: s['objects'] = read_objects(self.path('objects', r), self.img_size, im.size)
+        return s
 
-# %% ../nbs/02a_datasets.ipynb #c017
-def box_union_map(boxes, # normalised [xmin, ymin, xmax, ymax] boxes [K,4]
-                  size:int=224, # map size S
-                 ) -> Tensor: # ground-truth map [S,S] float32 in {0,1}
-    "The VGGSS ground-truth map: union of the boxes, corners truncated by `int()` at `size`."
-    gt = torch.zeros(size, size)
-    for b in boxes:
-        x0, y0, x1, y1 = (np.clip(np.asarray(b, np.float64), 0, 1) * size).astype(int)
-        gt[y0:y1, x0:x1] = 1
-    return gt
-
-# %% ../nbs/02a_datasets.ipynb #c020
+# %% ../nbs/02a_datasets.ipynb #c021
 def _read_ids(ids) -> list:
     if isinstance(ids, (str, Path)):
         p = Path(ids)
@@ -171,10 +170,11 @@ class VGGSS(Dataset):
         if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         self.split, self.img_size, self.clip_sec, self.sr = split, img_size, clip_sec, sr
         self.front_end = make_front_end(front_end, sr, n_fft, hop_length)
-        meta = Path(meta) if meta else self.root/'metadata/vggss.json'
+        meta = Path(meta) if meta else self.root/VGGSS_META
         self.meta = _read_vggss_json(meta) if split == 'test' or meta.is_file() else {}
         if ids is not None: listed = _read_ids(ids)
         elif split == 'test': listed = list(self.meta)
+        elif (self.root/VGGSS_TRAIN).is_file(): listed = _read_ids(self.root/VGGSS_TRAIN)
         else: listed = sorted(p.stem for p in (self.root/'frames').glob('*.jpg'))
         if split == 'test' and (unknown := [i for i in listed if i not in self.meta]): raise ValueError(f"ids not in {meta}: {unknown[:5]}")
         self.ids, self.n_skipped = [], 0
@@ -184,10 +184,11 @@ class VGGSS(Dataset):
             if not skip_missing: raise FileNotFoundError(f"{missing} not found (listed sample {i})")
             self.n_skipped += 1
         log.info(f"VGGSS {split}: {len(self.ids)} of {len(listed)} listed samples found on disk; using those")
+        self.with_objects = bool(self.ids) and all(self.path('objects', i).is_file() for i in self.ids)
 
     def path(self, kind:str, vid:str) -> Path:
-        "Path of the 'frame' or 'wav' file of video `vid`."
-        return self.root/'frames'/f'{vid}.jpg' if kind == 'frame' else self.root/'audio'/f'{vid}.wav'
+        "Path of the 'frame', 'wav' or 'objects' file of video `vid` (see `uspl.layouts.vggss_path`)."
+        return vggss_path(self.root, kind, vid)
 
     def __len__(self): return len(self.ids)
 
@@ -199,11 +200,13 @@ class VGGSS(Dataset):
         boxes = e.get('bbox', []) if self.split == 'test' else []
         b = np.array(boxes, np.float32).reshape(-1, 4)
         box = np.concatenate([b[:, :2].min(0), b[:, 2:].max(0)]).clip(0, 1) if len(b) else np.zeros(4, np.float32)
-        return dict(image=image_tensor(read_image(self.path('frame', vid)), self.img_size), audio=audio,
-                    mask=box_union_map(boxes, self.img_size), has_mask=bool(len(b)), box=torch.from_numpy(box),
-                    name=vid, category=str(e.get('class', '')))
+        im = read_image(self.path('frame', vid))
+        s = dict(image=image_tensor(im, self.img_size), audio=audio, mask=gt_from_boxes(boxes, self.img_size), has_mask=bool(len(b)),
+                 box=torch.from_numpy(box), name=vid, category=str(e.get('class', '')))
+        if self.with_objects: s['objects'] = read_objects(self.path('objects', vid), self.img_size, im.size)
+        return s
 
-# %% ../nbs/02a_datasets.ipynb #c026
+# %% ../nbs/02a_datasets.ipynb #c027
 DATASETS = ('synthetic', 's4', 'vggss')
 
 def build_dataset(name:str, # 'synthetic', 's4' or 'vggss'
@@ -214,7 +217,9 @@ def build_dataset(name:str, # 'synthetic', 's4' or 'vggss'
                   **kw) -> Dataset:
     "The dataset `name` with the settings of `cfg`."
     if name not in DATASETS: raise ValueError(f"unknown dataset {name!r}; valid names: {DATASETS}")
-    if name == 'synthetic': return SyntheticScenes.from_config(cfg, split, n, **kw)
+    if name == 'synthetic':
+        from uspl.synthetic import SyntheticScenes  # the generator, imported only when asked for
+        return SyntheticScenes.from_config(cfg, split, n, **kw)
     if root is None: raise ValueError(f"dataset {name!r} needs a root folder")
     audio = dict(front_end=front_end_name(cfg), sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length)
     if name == 's4': ds = AVSBenchS4(root, split, frame=cfg.s4_frame, img_size=cfg.img_size, clip_sec=cfg.s4_clip_sec, **audio, **kw)

@@ -4,22 +4,21 @@
 
 # %% ../nbs/02_synthetic.ipynb #c001
 from __future__ import annotations
-import csv, json, colorsys, pickle
+import colorsys
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
-import soundfile as sf
 import torch
 import torch.nn.functional as F
-from PIL import Image
-from torch import nn, Tensor
+from torch import nn
 from torch.utils.data import Dataset
 from .core import USPLConfig, normalize_image
-from .audio import make_front_end, front_end_name, LogMelPatches
+from .audio import make_front_end, front_end_name
+from .layouts import mask_box, write_s4_sample, write_s4_meta, write_vggss_sample, write_vggss_meta
 
 # %% auto #0
-__all__ = ['CLASSES', 'CLASS_NAMES', 'SPLITS', 'ObjectClass', 'sample_object', 'draw_object', 'draw_background', 'synth_sound',
-           'background_noise', 'render_scene', 'mask_box', 'SyntheticScenes', 'write_avsbench_s4', 'write_vggss']
+__all__ = ['CLASSES', 'CLASS_NAMES', 'SPLITS', 'AREA_RANGE', 'ObjectClass', 'sample_object', 'draw_object', 'draw_background',
+           'synth_sound', 'background_noise', 'render_scene', 'SyntheticScenes', 'layout_sample', 'write_synthetic']
 
 # %% ../nbs/02_synthetic.ipynb #c006
 @dataclass(frozen=True)
@@ -80,23 +79,35 @@ def _texture(tex, u, v, p):
 # %% ../nbs/02_synthetic.ipynb #c010
 def _hsv(h, s, v): return np.array(colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0), 1), min(max(v, 0), 1)), np.float32)
 
+AREA_RANGE = (0.05, 0.5) # an object's area as a fraction of the frame (before occlusion and the frame's edge): log-uniform
+
 def sample_object(rng:np.random.Generator, # the scene's generator
                   label:int, # class index into `CLASSES`
                   size:int, # image size S in pixels
+                  area:tuple=AREA_RANGE, # range of the object's area as a fraction of the frame (log-uniform)
                  ) -> dict: # everything needed to draw the object
-    "Draw one object instance of class `label`: place, size, pose, contour noise, colours, texture."
+    "Draw one object instance of class `label`: size, place, pose, contour noise, colours, texture."
     c = CLASSES[label]
-    R = rng.uniform(0.15, 0.25) * size
+    frac = float(np.exp(rng.uniform(*np.log(area))))
     h, s, v = c.hue + rng.normal(0, 0.02), rng.uniform(0.55, 0.95), rng.uniform(0.6, 0.95)
     k, th = np.arange(2, 13), np.linspace(-np.pi, np.pi, 2048, endpoint=False)
     amp, phi = rng.normal(0, 0.06, k.size) / np.sqrt(k), rng.uniform(0, 2 * np.pi, k.size)
-    return dict(label=label, R=R, cx=rng.uniform(R, size - R), cy=rng.uniform(R, size - R), angle=rng.uniform(0, 2 * np.pi),
+    obj = dict(label=label, R=1., cx=0., cy=0., angle=rng.uniform(0, 2 * np.pi),
                 vel=rng.normal(0, 0.01 * size, 2), c1=_hsv(h, s, v), c2=_hsv(h + c.accent[0], s * c.accent[1], v * c.accent[2]),
                 contour=(1 + (amp[:, None] * np.cos(k[:, None] * th + phi[:, None])).sum(0)).astype(np.float32),  # on 2048 angles
                 shape=dict(ph=rng.uniform(0, 2 * np.pi, 2), k=int(rng.integers(5, 8)), hole=rng.uniform(0.45, 0.6),
                            off=rng.uniform(0.4, 0.6), bite=rng.uniform(0.7, 0.85), width=rng.uniform(0.22, 0.35)),
                 tex=dict(freq=rng.uniform(1.2, 2.5), phase=rng.uniform(0, 2 * np.pi), seed=int(rng.integers(2 ** 31))),
                 light=rng.uniform(0, 2 * np.pi))
+    R = float(np.sqrt(frac * size ** 2 / _unit_area(obj)))
+    lo, hi = min(0.8 * R, size / 2), max(size - 0.8 * R, size / 2)  # up to a fifth of the radius may leave the frame
+    obj.update(R=R, cx=rng.uniform(lo, hi), cy=rng.uniform(lo, hi))
+    return obj
+
+def _unit_area(obj:dict, n:int=48) -> float:
+    "Area of `obj`'s shape at radius 1, from a render at radius n/2.8 in an n x n frame."
+    r = n / 2.8
+    return max(int(draw_object(None, dict(obj, R=r, cx=n / 2, cy=n / 2, vel=np.zeros(2)), size=n).sum()), 1) / r ** 2
 
 def draw_object(img:np.ndarray|None, # RGB image [S,S,3] float32, painted in place (None: only the mask)
                 obj:dict, # from `sample_object`
@@ -206,7 +217,7 @@ def render_scene(rng:np.random.Generator, # the sample's generator (consumed)
                  snr_db:tuple=(0., 10.), # range of the sound-to-noise ratio in dB
                  max_distractors:int=3, # silent objects: 0..max_distractors, of other classes
                  n_frames:int=1, # frames to render (objects move slightly between frames)
-                ) -> dict: # image [S,S,3], mask/objects [S,S] bool, images [F,S,S,3], masks/objects_f [F,S,S], wave [L], label, box
+                ) -> dict: # image [S,S,3], mask/objects [S,S] bool, instances [S,S] uint8, images [F,S,S,3], masks/objects_f/instances_f [F,S,S], wave [L], label, box
     "Render one scene as numpy arrays."
     if not 0 <= max_distractors < len(CLASSES): raise ValueError(f"max_distractors must be in [0, {len(CLASSES) - 1}], got {max_distractors}")
     if img_size < 16: raise ValueError(f"img_size must be at least 16, got {img_size}")
@@ -216,19 +227,21 @@ def render_scene(rng:np.random.Generator, # the sample's generator (consumed)
     for _ in range(20):
         objs = [sample_object(rng, int(k), img_size) for k in [label, *others]]
         order = rng.permutation(len(objs))
-        full = [draw_object(None, objs[j], size=img_size) for j in order]
+        k = 2 if img_size >= 64 else 1  # the layout test runs at half resolution
+        full = [draw_object(None, dict(objs[j], R=objs[j]['R'] / k, cx=objs[j]['cx'] / k, cy=objs[j]['cy'] / k), size=img_size // k) for j in order]
         vis, area = _visible(full, order), np.maximum([full[np.flatnonzero(order == j)[0]].sum() for j in range(len(objs))], 1)
         if vis[0].sum() >= 0.6 * area[0] and all(vis[j].sum() >= 0.3 * area[j] for j in range(1, len(objs))): break
-    images, masks, objs_f = [], [], []
+    images, masks, objs_f, inst_f = [], [], [], []
     for f in range(n_frames):
         img = bg.copy()
         vis = _visible([draw_object(img, objs[j], f) for j in order], order)
         images.append(img); masks.append(vis[0]); objs_f.append(np.any(vis, 0))
+        inst_f.append((vis * np.arange(1, len(vis) + 1, dtype=np.uint8)[:, None, None]).sum(0).astype(np.uint8))
     n = int(round(clip_sec * sr))
     wave = synth_sound(rng, label, n, sr) + 10 ** (-rng.uniform(*snr_db) / 20) * background_noise(rng, n)
     wave = (wave / np.abs(wave).max() * rng.uniform(0.3, 0.9)).astype(np.float32)
     return dict(image=images[0], mask=masks[0], objects=objs_f[0], images=np.stack(images), masks=np.stack(masks),
-                objects_f=np.stack(objs_f), wave=wave, label=label, category=CLASSES[label].name,
+                objects_f=np.stack(objs_f), instances=inst_f[0], instances_f=np.stack(inst_f), wave=wave, label=label, category=CLASSES[label].name,
                 distractors=[int(k) for k in others], box=mask_box(masks[0]))
 
 def _visible(full, order):
@@ -236,14 +249,6 @@ def _visible(full, order):
     vis = [None] * len(full); above = np.zeros_like(full[0])
     for i in range(len(full) - 1, -1, -1): vis[order[i]] = full[i] & ~above; above = above | full[i]
     return np.stack(vis)
-
-def mask_box(m:np.ndarray, # mask [H,W] bool
-            ) -> np.ndarray: # normalised box [4] float32: x0, y0, x1, y1 (x1, y1 exclusive); zeros if empty
-    "The normalised bounding box of a mask."
-    ys, xs = np.nonzero(m)
-    if ys.size == 0: return np.zeros(4, np.float32)
-    H, W = m.shape
-    return np.array([xs.min() / W, ys.min() / H, (xs.max() + 1) / W, (ys.max() + 1) / H], np.float32)
 
 # %% ../nbs/02_synthetic.ipynb #c022
 class SyntheticScenes(Dataset):
@@ -290,54 +295,27 @@ class SyntheticScenes(Dataset):
                     category=s['category'])
 
 # %% ../nbs/02_synthetic.ipynb #c027
-def _u8(img): return (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+def layout_sample(ds:SyntheticScenes, # the scenes
+                  i:int, # scene index
+                  audio_sec:float, # audio length in seconds
+                  n_frames:int=1, # frames to render
+                 ) -> dict: # a generic sample of `uspl.layouts`
+    "Scene `i` of `ds` as a generic sample for the `uspl.layouts` writers."
+    s = ds.render(i, clip_sec=audio_sec, n_frames=n_frames)
+    return dict(name=ds.name(i), category=s['category'], split=ds.split, images=s['images'], masks=s['masks'],
+                objectss=s['instances_f'], wave=s['wave'], sr=ds.sr)
 
-def _save_png(arr, path, **kw):
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True); Image.fromarray(arr).save(path, **kw)
-
-def write_avsbench_s4(ds_by_split:dict, # split name -> `SyntheticScenes` (e.g. {'train': ..., 'val': ..., 'test': ...})
-                      root, # the `Single-source` folder to write
-                      audio_sec:float=5.0, # wav length in seconds (5 s in AVSBench)
-                      n_frames:int=5, # frames per video (5 in AVSBench)
-                      log_mel:bool=False, # also write the VGGish log-mel pkl [n_frames,1,96,64]
-                     ) -> Path: # the metadata csv
-    "Write synthetic scenes in the AVSBench-S4 layout; video `name` is the scene's name."
-    root, rows = Path(root), []
-    for split, ds in ds_by_split.items():
+def write_synthetic(ds_by_split:dict, # split name -> `SyntheticScenes` (e.g. {'train': ..., 'val': ..., 'test': ...})
+                    root, # the folder to write: S4's `Single-source` folder or the VGGSS root
+                    layout:str='s4', # 's4' or 'vggss'
+                    audio_sec:float|None=None, # wav length in seconds (default: 5 s for S4, 10 s as VGG-Sound's clips)
+                    log_mel:bool=False, # S4: also write the VGGish log-mel pkl
+                   ) -> Path: # the metadata file
+    "Write synthetic scenes in the AVSBench-S4 or VGGSS layout; video names are the scenes' names."
+    if layout not in ('s4', 'vggss'): raise ValueError(f"layout must be 's4' or 'vggss', got {layout!r}")
+    for split in ds_by_split:
         if split not in SPLITS: raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
-        for i in range(len(ds)):
-            s, name = ds.render(i, clip_sec=audio_sec, n_frames=n_frames), ds.name(i)
-            sub = Path(split) / s['category']
-            for f in range(n_frames):
-                _save_png(_u8(s['images'][f]), root/'s4_data/visual_frames'/sub/name/f'{name}_{f + 1}.png')
-                if split != 'train' or f == 0: _save_png(s['masks'][f].astype(np.uint8) * 255, root/'s4_data/gt_masks'/sub/name/f'{name}_{f + 1}.png')
-            wav = root/'s4_data/audio_wav'/sub/f'{name}.wav'; wav.parent.mkdir(parents=True, exist_ok=True)
-            sf.write(str(wav), s['wave'], ds.sr, subtype='PCM_16')
-            if log_mel:
-                lm, sr = LogMelPatches(ds.sr), ds.sr
-                x = torch.stack([lm(torch.from_numpy(s['wave'][k * sr:(k + 1) * sr])) for k in range(n_frames)])
-                pkl = root/'s4_data/audio_log_mel'/sub/f'{name}.pkl'; pkl.parent.mkdir(parents=True, exist_ok=True)
-                with open(pkl, 'wb') as fh: pickle.dump(x, fh)
-            rows.append([name, 0, s['category'], split])
-    root.mkdir(parents=True, exist_ok=True)
-    with open(root/'s4_meta_data.csv', 'w', newline='') as fh:
-        w = csv.writer(fh); w.writerow(['name', 'start time', 'category', 'split']); w.writerows(rows)
-    return root/'s4_meta_data.csv'
-
-# %% ../nbs/02_synthetic.ipynb #c029
-def write_vggss(ds:SyntheticScenes, # the scenes to write
-                root, # the VGGSS root folder to write
-                audio_sec:float=10.0, # wav length in seconds (VGG-Sound clips: 10 s)
-                quality:int=95, # JPEG quality of the frames
-               ) -> Path: # the json metadata file
-    "Write synthetic scenes in the VGGSS layout; the id is the scene's name."
-    root, entries = Path(root), []
-    (root/'audio').mkdir(parents=True, exist_ok=True); (root/'metadata').mkdir(parents=True, exist_ok=True)
-    for i in range(len(ds)):
-        s, vid = ds.render(i, clip_sec=audio_sec), ds.name(i)
-        _save_png(_u8(s['image']), root/'frames'/f'{vid}.jpg', quality=quality)
-        sf.write(str(root/'audio'/f'{vid}.wav'), s['wave'], ds.sr, subtype='PCM_16')
-        entries.append({'file': vid, 'class': s['category'], 'bbox': [[float(b) for b in s['box']]]})
-    (root/'metadata/vggss.json').write_text(json.dumps(entries))
-    (root/'metadata/vggss_test.csv').write_text(''.join(e['file'] + '\n' for e in entries))
-    return root/'metadata/vggss.json'
+    sec, nf = audio_sec or (5.0 if layout == 's4' else 10.0), 5 if layout == 's4' else 1
+    items = [layout_sample(ds, i, sec, nf) for ds in ds_by_split.values() for i in range(len(ds))]
+    if layout == 's4': return write_s4_meta(root, [write_s4_sample(root, s, nf, log_mel) for s in items])
+    return write_vggss_meta(root, [write_vggss_sample(root, s) for s in items])
