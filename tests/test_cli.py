@@ -35,7 +35,7 @@ def test_bad_input_one_line_exit_2(args, needle, tmp_path):
 
 def test_run_without_checkpoint(tmp_path):
     r = uspl('eval', '--run', str(tmp_path))
-    assert r.returncode == 2 and 'no checkpoint' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert r.returncode == 2 and 'not a run folder' in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 def test_unreadable_config(tmp_path):
     (tmp_path/'c.json').write_text('{"tau": ')
@@ -43,14 +43,18 @@ def test_unreadable_config(tmp_path):
     assert r.returncode == 2 and 'c.json' in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 def test_demo_tiny_writes_its_outputs(tmp_path):
-    "The main job end to end at the smoke size: the rows the issue names, metrics as fractions, the table printed."
+    "The main job end to end at the smoke size over 2 seeds: rows per method, path and seed, metrics as fractions, tables printed."
     import json
-    r = uspl('demo', '--size', 'tiny', '--out', str(tmp_path/'out'))
+    r = uspl('demo', '--size', 'tiny', '--seeds', '0,1', '--out', str(tmp_path/'out'))
     assert r.returncode == 0, r.stderr[-3000:]
     res = json.loads((tmp_path/'out'/'results.json').read_text())
-    assert [x['method'] for x in res['rows']] == ['center-prior', 'all-ones', 'all-objects', 'ezvsl', 'mmicl', 'smr', 'sps']
+    learned = {(x['method'], x['path'], x['seed']) for x in res['rows'] if x['seed'] is not None}
+    assert learned == {(m, p, s) for s in (0, 1) for m, p in [('ezvsl', 'coarse'), ('uspl', 'coarse'), ('uspl', 'smr'), ('uspl', 'sps')]}
+    assert {x['method'] for x in res['rows'] if x['seed'] is None} == {'center-prior', 'all-ones', 'all-objects'}
     assert all(0 <= x[k] <= 1 for x in res['rows'] for k in ('miou', 'fscore', 'ciou', 'auc'))
-    assert len(res['goals']) == 4 and 0 < res['setting']['mask_area'] < 1
+    assert {c['name'] for c in res['claims']} == {'SPS - EZ-VSL', 'SMR - coarse', 'SPS - SMR'}
+    assert res['goals'] and 0 < res['setting']['mask_area'] < 1
     md = (tmp_path/'out'/'results.md').read_text()
-    assert '| method | mIoU | F-score | cIoU | AUC | params (M) | GFLOPs | frames/s |' in md and 'Quality goals:' in md
-    assert md.strip() in r.stdout and (tmp_path/'out'/'figure.png').stat().st_size > 0
+    assert '| method | path | seeds | mIoU | F-score | cIoU | AUC |' in md and 'Quality goals:' in md and 'Only 2 seed(s)' in md
+    assert md.strip() in r.stdout
+    for f in ('figure.png', 'results.png'): assert (tmp_path/'out'/f).stat().st_size > 0

@@ -42,6 +42,7 @@ def test_resume_is_exact(tmp_path):
     ck = torch.load(tmp_path/'full'/name, map_location='cpu', weights_only=False)
     ck['cfg'] = {**ck['cfg'], 'visual_weights': str(tmp_path/'gone'/'imagenet.pth')}
     (tmp_path/'moved').mkdir(); torch.save(ck, tmp_path/'moved'/name)
+    (tmp_path/'moved'/'config.json').write_text((tmp_path/'full'/'config.json').read_text())
     rb = json.loads(cli('eval', '--run', str(tmp_path/'moved'), '--split', 'test', '--path', 'smr').stdout)
     assert {k: rb[k] for k in ('miou', 'n')} == {k: ra[k] for k in ('miou', 'n')}
 
@@ -55,3 +56,17 @@ def test_two_processes_match_one(tmp_path):
         for k in a:
             if k in ('epoch', 'step'): assert a[k] == b[k]
             else: assert abs(a[k] - b[k]) <= 1e-4 * max(1, abs(a[k])), (a['step'], k, a[k], b[k])
+
+@pytest.mark.parametrize('method', ['ezvsl', 'lvs', 'uspl'])
+def test_every_method_trains_and_evaluates(tmp_path, method):
+    "`uspl train --method M` records M in the run folder; `uspl eval --run` rebuilds it and scores each of its paths."
+    from uspl.methods import get_method
+    cfg = config(tmp_path)
+    run = tmp_path/method
+    out = json.loads(cli('train', '--method', method, '--out', str(run), '--config', cfg, '--no-progress', '--device', 'cpu',
+                         '--max-steps', '3').stdout.strip().splitlines()[-1])
+    assert out['method'] == method and out['steps'] == 3
+    assert json.loads((run/'config.json').read_text())['method'] == method
+    for path in get_method(method).paths:
+        r = json.loads(cli('eval', '--run', str(run), '--split', 'test', '--path', path).stdout)
+        assert r['method'] == method and r['path'] == path and r['n'] == 8 and 0 <= r['miou'] <= 1

@@ -9,17 +9,60 @@ from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'USPLConfig', 'normalize_image', 'denormalize_image', 'minmax_norm', 'check_finite',
-           'seed_everything', 'atomic_write', 'atomic_save']
+__all__ = ['OPTIMIZERS', 'FREEZE_BN', 'PATHS', 'GROUPS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DataConfig', 'EncoderConfig',
+           'MMICLConfig', 'SMRConfig', 'SPSConfig', 'LVSConfig', 'ICLConfig', 'TrainConfig', 'USPLConfig',
+           'normalize_image', 'denormalize_image', 'minmax_norm', 'upsample_maps', 'check_finite', 'seed_everything',
+           'atomic_write', 'atomic_save']
 
 # %% ../nbs/00_core.ipynb #c006
-@dataclass
-class USPLConfig:
-    "All hyper-parameters of USPL with the paper's defaults (Sec. 4.1 unless noted)."
-    # data
+def _kind(f) -> str:
+    "The declared type of a config field, as written: 'int', 'float', 'bool', 'str', 'str|None' or 'tuple'."
+    return str(f.type).replace(' ', '')
+
+def _coerce(group:str, f, v):
+    "Check `v` against the type of field `f` of `group` (ints accepted for floats, lists for tuples); raise naming it."
+    k, name = _kind(f), f"{group}.{f.name}"
+    bad = lambda want: TypeError(f"config field {name!r} must be {want}, got {v!r} ({type(v).__name__})")
+    if k == 'bool':
+        if not isinstance(v, bool): raise bad('true or false')
+    elif k == 'int':
+        if isinstance(v, bool) or not isinstance(v, int): raise bad('an integer')
+    elif k == 'float':
+        if isinstance(v, bool) or not isinstance(v, (int, float)): raise bad('a number')
+        v = float(v)
+    elif k == 'str':
+        if not isinstance(v, str): raise bad('a string')
+    elif k == 'str|None':
+        if v is not None and not isinstance(v, str): raise bad('a string or null')
+    elif k == 'tuple':
+        if not isinstance(v, (tuple, list)) or any(isinstance(x, bool) or not isinstance(x, (int, float)) for x in v):
+            raise bad('a list of numbers')
+        v = tuple(v)
+    return v
+
+class _Group:
+    "Base of the config groups: type checks and the range rules of `_rules` (name -> (test, what it must be)) at build time."
+    _rules:dict = {}
+    def __post_init__(self):
+        g = type(self).__name__
+        for f in fields(self): object.__setattr__(self, f.name, _coerce(g, f, getattr(self, f.name)))
+        for name, (ok, want) in self._rules.items():
+            if not ok(getattr(self, name), self): raise ValueError(f"config field {g}.{name} must be {want}, got {getattr(self, name)!r}")
+
+def _between(lo, hi, lo_open=False, hi_open=False):
+    return lambda v, _: (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
+_pos = lambda v, _: v > 0
+_nonneg = lambda v, _: v >= 0
+def _one_of(*xs): return (lambda v, _: v in xs), f"one of {xs}"
+
+# %% ../nbs/00_core.ipynb #c008
+@dataclass(frozen=True)
+class DataConfig(_Group):
+    "Frames, audio front-end and the embedded synthetic scenes (Sec. 4.1)."
     img_size:int=224 # input frames are resized to `img_size` x `img_size` (Sec. 4.1)
     s4_frame:int=1 # AVSBench-S4 frame index, 1-based: the paper uses the first frame (Sec. 4.1)
     sample_rate:int=16000 # audio sample rate in Hz
@@ -28,22 +71,44 @@ class USPLConfig:
     n_fft:int=512 # STFT size: 257 frequency bins (Sec. 4.1)
     hop_length:int=160 # STFT hop: 301 frames for 3 s at 16 kHz (Sec. 4.1)
     log_eps:float=1e-7 # log(S + eps) of the spectrogram (EZ-VSL's front-end)
-    # encoders
+    synth_train:int=4096 # training scenes of the embedded synthetic set (not in the paper)
+    synth_val:int=256 # its validation scenes
+    synth_test:int=512 # its test scenes
+    synth_clip_sec:float=1.0 # audio clip length of a synthetic scene
+    _rules = dict(img_size=(lambda v, _: v >= 16, '>= 16'), s4_frame=(_between(1, 5), 'in 1..5 (S4 has 5 frames)'),
+                  sample_rate=(lambda v, _: v >= 1000, '>= 1000'), s4_clip_sec=(_pos, '> 0'), vggss_clip_sec=(_pos, '> 0'),
+                  n_fft=(lambda v, _: v >= 16, '>= 16'), hop_length=(_pos, '> 0'), log_eps=(_pos, '> 0'),
+                  synth_train=(_nonneg, '>= 0'), synth_val=(_nonneg, '>= 0'), synth_test=(_nonneg, '>= 0'),
+                  synth_clip_sec=(_pos, '> 0'))
+
+@dataclass(frozen=True)
+class EncoderConfig(_Group):
+    "The visual encoder f_v, the audio encoder f_a and the size of the shared space (Sec. 3.1, 4.1)."
     visual_backbone:str='resnet50' # timm name of the visual encoder: ResNet-50 (Sec. 4.1)
     output_stride:int=16 # last conv stride removed: 224 -> 14x14 (Sec. 4.1)
-    visual_out_indices:tuple=(1, 2, 3, 4) # backbone stages f_v returns (timm `out_indices`), fine to coarse; the last feeds g_v: ResNet-50's 4 stages (Sec. 3.1)
+    visual_out_indices:tuple=(1, 2, 3, 4) # backbone stages f_v returns (timm `out_indices`), fine to coarse; the last feeds g_v (Sec. 3.1)
     pretrained:bool=False # ImageNet weights in the paper; building never downloads, so opt in (or give `visual_weights`)
     visual_weights:str|None=None # path of a local visual-encoder weights file
     visual_weights_match:str='name' # how that file's tensors pair with the backbone's: 'name' or 'order' (another library's names)
-    audio_encoder:str='vggish' # 'vggish' (the paper, Sec. 4.1) or 'resnet18' (EZ-VSL's spectrogram encoder)
+    audio_encoder:str='vggish' # 'vggish' (the paper, Sec. 4.1), 'vggish_small' or a timm name such as 'resnet18' (EZ-VSL's)
     audio_weights:str|None=None # path of a local audio-encoder weights file (e.g. AudioSet VGGish)
     embed_dim:int=512 # size of the shared audio-visual space of the projectors g_a, g_v (EZ-VSL's 512)
-    # MMICL (Sec. 3.1)
+    _rules = dict(output_stride=(lambda v, _: v in (8, 16, 32), 'one of (8, 16, 32)'),
+                  visual_out_indices=(lambda v, _: len(v) >= 1 and all(isinstance(i, int) and i >= 0 for i in v), 'a list of stage indices >= 0'),
+                  visual_weights_match=_one_of('name', 'order'), embed_dim=(_pos, '> 0'))
+
+@dataclass(frozen=True)
+class MMICLConfig(_Group):
+    "The mask-augmented multi-instance contrastive loss (Sec. 3.1, Eq. 2)."
     tau:float=0.07 # temperature of Eq. 2 (Sec. 4.1)
     drop:float=0.5 # drop probability of the random mask augmentation layer (Sec. 4.1, Table 5)
     drop_positive_only:bool=True # drop locations of the positive bag only, as Eq. 2 is written
     symmetric:bool=False # add the visual-to-audio term (EZ-VSL's form); Eq. 2 has audio-to-visual only
-    # SMR (Sec. 3.2)
+    _rules = dict(tau=(_pos, '> 0'), drop=(_between(0, 1, hi_open=True), 'in [0, 1)'))
+
+@dataclass(frozen=True)
+class SMRConfig(_Group):
+    "Sounding map refinement: PMV-aff, PAMR, the tri-map, the affinities and the random walk (Sec. 3.2, Eqs. 3-8)."
     aff_dim:int=256 # channels of the affinity feature from PMV-aff (Sec. 4.1, Fig. 3)
     aff_stride:int=4 # affinity resolution = img_size / aff_stride: 56x56 for 224 (Sec. 4.1)
     radius:int=7 # neighbourhood radius r of Eq. 3 (Sec. 4.1, Table 6)
@@ -53,14 +118,52 @@ class USPLConfig:
     pamr_iters:int=10 # PAMR iterations (Araslanov & Roth 2020)
     beta:float=10.0 # affinity power of Eq. 7 (Sec. 4.1, Table 8)
     t:int=8 # random-walk propagation steps of Eq. 8 (Sec. 4.1, Table 8): t steps, not 2^t
-    # SPS (Sec. 3.3)
-    dec_channels:tuple=(256, 512, 1024, 2048) # channels of the residual set F1..F4 from PMV-dec (Sec. 4.1)
+    aff_weights:tuple=(0.25, 0.25, 0.5) # weights of the background-positive, foreground-positive and negative means of Eq. 6 (PSA's)
+    _rules = dict(aff_dim=(_pos, '> 0'), aff_stride=(_pos, '> 0'), radius=(lambda v, _: v >= 1, '>= 1'),
+                  beta_l=(lambda v, c: 0 < v < c.beta_h, 'in (0, beta_h)'), beta_h=(_between(0, 1, True, True), 'in (0, 1)'),
+                  pamr_dilations=(lambda v, _: len(v) >= 1 and all(isinstance(d, int) and d >= 1 for d in v), 'a list of ints >= 1'),
+                  pamr_iters=(_nonneg, '>= 0'), beta=(_pos, '> 0'), t=(_nonneg, '>= 0'),
+                  aff_weights=(lambda v, _: len(v) == 3 and min(v) >= 0, '3 weights >= 0'))
+
+@dataclass(frozen=True)
+class SPSConfig(_Group):
+    "The sounding pixel segmenter: Eq. 9 fusion, PMV-dec and the FPN decoder, trained with Eq. 10 (Sec. 3.3)."
     fpn_dim:int=128 # FPN decoder width (Kirillov et al. 2019 use 256; 128 keeps SPS within 1.3x of EZ-VSL's time, Table 3)
     aspp_rates:tuple=(1, 6, 12, 18) # ASPP dilation rates (Chen et al. 2017)
     aspp_dim:int=32 # inner width of each ASPP of PMV-dec (our reading of Fig. 3; keeps SPS cheap, Table 3)
     head_dim:int=64 # width of the FPN semantic head (Kirillov et al. 2019 use 128; narrowed with fpn_dim)
     seg_soft:bool=True # Eq. 10 against the min-max normalised fine map as a soft target (False: binarised at 0.5)
-    # training (Sec. 3.4, 4.1)
+    _rules = dict(fpn_dim=(_pos, '> 0'), head_dim=(_pos, '> 0'), aspp_dim=(_pos, '> 0'),
+                  aspp_rates=(lambda v, _: len(v) >= 1 and all(isinstance(r, int) and r >= 1 for r in v), 'a list of ints >= 1'))
+
+@dataclass(frozen=True)
+class LVSConfig(_Group):
+    "The LVS baseline (Chen et al., CVPR 2021): soft tri-map thresholds and temperatures."
+    eps_pos:float=0.65 # similarity above which a location is positive (LVS's epsilon_p)
+    eps_neg:float=0.4 # similarity below which a location is a hard negative (LVS's epsilon_n)
+    mask_tau:float=0.03 # temperature of the sigmoid that softens the thresholds (LVS's tau)
+    logit_tau:float=0.07 # temperature of the contrastive logits (LVS's code divides by 0.07)
+    _rules = dict(eps_neg=(lambda v, c: -1 <= v < c.eps_pos, 'in [-1, eps_pos)'), eps_pos=(_between(-1, 1), 'in [-1, 1]'),
+                  mask_tau=(_pos, '> 0'), logit_tau=(_pos, '> 0'))
+
+@dataclass(frozen=True)
+class ICLConfig(_Group):
+    "Iterative contrastive learning (Lin et al., CVIU 2023): iterations, pseudo-label rules and loss weights."
+    iterations:int=3 # iteration 0 (plain contrastive learning) and 2 pseudo-label iterations
+    iter_epochs:int=0 # epochs per later iteration (0: `warmup_epochs + epochs` of the training group, as iteration 0)
+    rho:float=0.3 # the top `rho` fraction of a frame's map is its sounding region
+    clusters:int=10 # k of the k-means on the previous iteration's audio embeddings
+    w_intra:float=1.0 # weight of the intra-frame (sounding vs silent region) term
+    w_inter:float=1.0 # weight of the inter-frame (same audio cluster) term
+    _rules = dict(iterations=(lambda v, _: v >= 1, '>= 1'), iter_epochs=(_nonneg, '>= 0'),
+                  rho=(_between(0, 1, True, True), 'in (0, 1)'), clusters=(lambda v, _: v >= 1, '>= 1'),
+                  w_intra=(_nonneg, '>= 0'), w_inter=(_nonneg, '>= 0'))
+
+OPTIMIZERS, FREEZE_BN, PATHS = ('adam', 'sgd'), ('none', 'visual', 'all'), ('sps', 'smr', 'coarse')
+
+@dataclass(frozen=True)
+class TrainConfig(_Group):
+    "Eq. 11's weights, the schedule and the optimiser (Sec. 3.4, 4.1), and the run's bookkeeping."
     lambdas:tuple=(0.1, 0.4, 0.5) # weights of L_mmicl, L_aff, L_seg in Eq. 11 (Sec. 4.1)
     warmup_epochs:int=3 # MMICL-only epochs before the overall loss (Sec. 4.1)
     epochs:int=20 # epochs with the overall loss after the warm-up (Sec. 4.1)
@@ -70,31 +173,82 @@ class USPLConfig:
     weight_decay:float=0.0 # Adam weight decay (not stated in the paper)
     seed:int=0 # seed of every random generator
     num_workers:int=2 # data-loader worker processes
-    freeze_bn:str='none' # BatchNorm layers kept in eval mode (fixed statistics): 'none', 'visual' (f_v's: a pretrained backbone with small batches) or 'all' (exact DDP equivalence on CPUs)
+    freeze_bn:str='none' # BatchNorm layers kept in eval mode: 'none', 'visual' (f_v's: a pretrained backbone with small batches) or 'all' (exact DDP equivalence on CPUs)
     sync_bn:bool=True # SyncBatchNorm under multi-GPU DistributedDataParallel (CPU processes cannot sync BN)
     ckpt_every:int=0 # also write the checkpoint every N optimiser steps (0: at the end of each epoch only)
     eval_path:str='sps' # inference path for validation and `uspl eval`: 'sps' (fast), 'smr' (coarse -> fine) or 'coarse'
-    # the embedded synthetic sounding scenes (not in the paper)
-    synth_train:int=4096 # training scenes
-    synth_val:int=256 # validation scenes
-    synth_test:int=512 # test scenes
-    synth_clip_sec:float=1.0 # audio clip length of a synthetic scene
+    _rules = dict(lambdas=(lambda v, _: len(v) == 3 and min(v) >= 0, '3 weights >= 0 (L_mmicl, L_aff, L_seg)'),
+                  warmup_epochs=(_nonneg, '>= 0'), epochs=(lambda v, _: v >= 1, '>= 1'),
+                  batch_size=(lambda v, _: v >= 2, '>= 2 (contrastive negatives and BatchNorm need two samples)'),
+                  lr=(_pos, '> 0'), optimizer=_one_of(*OPTIMIZERS), weight_decay=(_nonneg, '>= 0'), seed=(_nonneg, '>= 0'),
+                  num_workers=(_nonneg, '>= 0'), freeze_bn=_one_of(*FREEZE_BN), ckpt_every=(_nonneg, '>= 0'),
+                  eval_path=_one_of(*PATHS))
+
+# %% ../nbs/00_core.ipynb #c012
+GROUPS = dict(data=DataConfig, encoders=EncoderConfig, mmicl=MMICLConfig, smr=SMRConfig, sps=SPSConfig,
+              train=TrainConfig, lvs=LVSConfig, icl=ICLConfig)
+_FIELD_GROUP = {f.name: g for g, cls in GROUPS.items() for f in fields(cls)}  # flat name -> its group (names are unique)
+
+@dataclass(frozen=True, init=False)
+class USPLConfig:
+    "Every hyper-parameter of the kit, grouped by component, with the paper's defaults (Sec. 4.1 unless noted)."
+    method:str # the registered method a run trains (`uspl.methods`): 'uspl', 'ezvsl', 'lvs', 'icl'
+    data:DataConfig
+    encoders:EncoderConfig
+    mmicl:MMICLConfig
+    smr:SMRConfig
+    sps:SPSConfig
+    train:TrainConfig
+    lvs:LVSConfig
+    icl:ICLConfig
+
+    def __init__(self, method:str='uspl', **kw):
+        "Defaults, overridden by groups (`smr=SMRConfig(...)` or a dict) or by single fields by their flat name (`radius=5`)."
+        if not isinstance(method, str): raise TypeError(f"config field 'method' must be a string, got {method!r}")
+        object.__setattr__(self, 'method', method)
+        bad = [k for k in kw if k not in GROUPS and k not in _FIELD_GROUP]
+        if bad: raise TypeError(f"USPLConfig has no field(s) {bad}")
+        for g, cls in GROUPS.items():
+            given = kw.get(g, {})
+            if isinstance(given, _Group): given = asdict(given)
+            if not isinstance(given, dict): raise TypeError(f"config group {g!r} must be a {cls.__name__} or a dict, got {given!r}")
+            unknown = [k for k in given if k not in {f.name for f in fields(cls)}]
+            if unknown: raise ValueError(f"config group {g!r} has no field(s) {unknown}")
+            flat = {k: v for k, v in kw.items() if _FIELD_GROUP.get(k) == g}
+            object.__setattr__(self, g, cls(**{**given, **flat}))
+
+    def __getattr__(self, name):
+        "Read a field by its flat name: `cfg.radius` is `cfg.smr.radius`."
+        g = _FIELD_GROUP.get(name)
+        if g is None: raise AttributeError(f"USPLConfig has no field {name!r}")
+        return getattr(getattr(self, g), name)
 
     def update(self, **kw) -> 'USPLConfig':
-        "A copy with the fields in `kw` replaced; unknown names raise."
-        bad = [k for k in kw if k not in {f.name for f in fields(self)}]
-        if bad: raise TypeError(f"USPLConfig has no field(s) {bad}")
-        return replace(self, **kw)
+        "A copy with the given groups or flat fields replaced (see `__init__`); unknown names raise."
+        groups = {g: asdict(getattr(self, g)) for g in GROUPS}
+        for g in GROUPS:
+            if g in kw:
+                v = kw.pop(g)
+                groups[g].update(asdict(v) if isinstance(v, _Group) else v)
+        return USPLConfig(kw.pop('method', self.method), **groups, **kw)
 
-    def to_dict(self) -> dict: return asdict(self)
+    def to_dict(self) -> dict:
+        "Nested plain dict: {'method': ..., group: {field: value}} (JSON-ready)."
+        return {'method': self.method, **{g: asdict(getattr(self, g)) for g in GROUPS}}
+
+    def flat(self) -> dict:
+        "Every field by its flat name."
+        return {'method': self.method, **{k: v for g in GROUPS for k, v in asdict(getattr(self, g)).items()}}
 
     @classmethod
     def from_dict(cls, d:dict) -> 'USPLConfig':
-        "Build from a dict (e.g. a JSON file); unknown keys raise, tuples are restored."
-        names = {f.name: f for f in fields(cls)}
-        bad = [k for k in d if k not in names]
-        if bad: raise ValueError(f"unknown config key(s) {bad}; valid keys: {sorted(names)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+        "Build from a dict (e.g. a JSON file), nested by group or flat or both; unknown keys raise."
+        if not isinstance(d, dict): raise ValueError(f"a config must be a JSON object, got {type(d).__name__}")
+        bad = [k for k in d if k != 'method' and k not in GROUPS and k not in _FIELD_GROUP]
+        if bad: raise ValueError(f"unknown config key(s) {bad}; valid keys: 'method', the groups {sorted(GROUPS)} "
+                                 f"or their fields {sorted(_FIELD_GROUP)}")
+        try: return cls(**d)
+        except TypeError as e: raise ValueError(str(e)) from None
 
     @classmethod
     def load(cls, path) -> 'USPLConfig':
@@ -102,12 +256,17 @@ class USPLConfig:
         path = Path(path)
         try: d = json.loads(path.read_text())
         except FileNotFoundError: raise FileNotFoundError(f"config file not found: {path}") from None
+        except IsADirectoryError: raise ValueError(f"config file {path} is a folder") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"config file {path} is not valid JSON: {e}") from None
         if not isinstance(d, dict): raise ValueError(f"config file {path} must hold a JSON object")
         try: return cls.from_dict(d)
         except ValueError as e: raise ValueError(f"config file {path}: {e}") from None
 
-# %% ../nbs/00_core.ipynb #c009
+    def save(self, path) -> Path:
+        "Write the config as JSON atomically."
+        return atomic_write(path, lambda f: f.write(json.dumps(self.to_dict(), indent=1).encode()))
+
+# %% ../nbs/00_core.ipynb #c015
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -123,7 +282,7 @@ def denormalize_image(x:Tensor, # normalised image [B,3,H,W] or [3,H,W]
     m, s = x.new_tensor(IMAGENET_MEAN), x.new_tensor(IMAGENET_STD)
     return x * s[:, None, None] + m[:, None, None]
 
-# %% ../nbs/00_core.ipynb #c011
+# %% ../nbs/00_core.ipynb #c017
 def minmax_norm(m:Tensor, # maps [B,...]
                 eps:float=1e-8) -> Tensor:
     "Min-max normalisation of each map of a batch to [0, 1]; a constant map becomes 0."
@@ -131,7 +290,18 @@ def minmax_norm(m:Tensor, # maps [B,...]
     lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
     return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(m)
 
-# %% ../nbs/00_core.ipynb #c013
+# %% ../nbs/00_core.ipynb #c020
+def upsample_maps(m:Tensor, # maps [B,h,w] or [B,1,h,w]
+                  size:tuple, # (H,W) target size
+                 ) -> Tensor: # min-max normalised maps [B,H,W] (or [B,1,H,W] for a [B,1,h,w] input)
+    "Bilinear resize (`align_corners=False`) to `size`, then per-map min-max normalisation."
+    x = m[:, None] if m.ndim == 3 else m
+    if x.ndim != 4 or x.shape[1] != 1: raise ValueError(f"maps must be [B,h,w] or [B,1,h,w], got {tuple(m.shape)}")
+    up = x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=False)
+    up = minmax_norm(up)
+    return up[:, 0] if m.ndim == 3 else up
+
+# %% ../nbs/00_core.ipynb #c022
 def check_finite(x:Tensor, name:str) -> Tensor:
     "Raise a `ValueError` naming `name` when `x` holds NaN or inf; return `x`."
     if not torch.isfinite(x).all():
@@ -139,13 +309,13 @@ def check_finite(x:Tensor, name:str) -> Tensor:
         raise ValueError(f"{name} holds {n} non-finite value(s) (NaN or inf)")
     return x
 
-# %% ../nbs/00_core.ipynb #c016
+# %% ../nbs/00_core.ipynb #c025
 def seed_everything(seed:int) -> torch.Generator:
     "Seed Python, NumPy and torch; return a `torch.Generator` seeded with `seed`."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
-# %% ../nbs/00_core.ipynb #c019
+# %% ../nbs/00_core.ipynb #c028
 def atomic_write(path, write_fn) -> Path:
     "Call `write_fn(f)` on a temporary file beside `path`, fsync, then rename it to `path`."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,171 +4,69 @@
 
 # %% ../nbs/12_demo.ipynb #c001
 from __future__ import annotations
-import json, time, math
+import json, time
 from pathlib import Path
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, default_collate
-from .core import USPLConfig, atomic_write, seed_everything, denormalize_image
+from torch.utils.data import default_collate
+from .core import atomic_write
+from .compare import run_compare, size_config, SIZES
 from .synthetic import SyntheticScenes
-from .metrics import SegMeter, LocMeter, baseline_maps
-from .model import build_model, smr_maps
-from .train import fit, evaluate_dataset, DistEnv
-from .segmenter import count_params, count_flops, frames_per_second
-from .widgets import plot_maps
-from .encoders import offline_weights
+from .train import load_run
+from .efficiency import path_efficiency
 
 # %% auto #0
-__all__ = ['DEMO_SIZES', 'PACKAGED_WEIGHTS', 'BASELINE_ROWS', 'LEARNED', 'ORDER', 'InMemory', 'demo_config', 'score_baselines',
-           'efficiency', 'check_goals', 'results_markdown', 'demo_figure', 'run_demo']
+__all__ = ['efficiency_rows', 'efficiency_markdown', 'demo_figure', 'run_demo']
 
 # %% ../nbs/12_demo.ipynb #c005
-DEMO_SIZES = {
-    # the main job: < 10 min on 2 CPU cores
-    # (its visual encoder starts from the ImageNet MobileNetV2 file of a pip package: see `PACKAGED_WEIGHTS`)
-    'cpu': dict(img_size=96, visual_backbone='mobilenetv2_100', visual_out_indices=(0, 1, 2), freeze_bn='visual',
-                audio_encoder='vggish_small', embed_dim=128, aff_dim=64, fpn_dim=64, head_dim=32, aspp_dim=32, batch_size=16,
-                lr=1e-3, epochs=2, synth_train=2048, synth_val=128, synth_test=256, num_workers=0, eval_path='sps'),
-    # a smoke run for tests: seconds
-    'tiny': dict(img_size=64, visual_backbone='resnet18', audio_encoder='vggish_small', embed_dim=32, aff_dim=16,
-                 fpn_dim=16, head_dim=16, aspp_dim=8, batch_size=8, lr=1e-3, warmup_epochs=1, epochs=1, radius=3,
-                 pamr_iters=3, synth_train=16, synth_val=8, synth_test=8, num_workers=0, eval_path='sps'),
-}
+def efficiency_rows(out:Path, # the demo's folder (its runs/ of seed `seed`)
+                    methods, seed:int, sample:dict) -> list:
+    "Params (M), GFLOPs and frames/s of every path of each method's run of `seed`, at batch 1."
+    rows = []
+    for m in methods:
+        model, _ = load_run(Path(out)/'runs'/f'{m}-s{seed}')
+        for p in model.paths: rows.append(dict(method=m, path=p, **path_efficiency(model, sample['image'], sample['audio'], p)))
+    return rows
 
-class InMemory(torch.utils.data.Dataset):
-    "A dataset rendered once into memory (the demo's scenes are reused by two trainings and several scorings)."
-    def __init__(self, ds): self.items = [ds[i] for i in range(len(ds))]
-    def __len__(self): return len(self.items)
-    def __getitem__(self, i): return self.items[i]
+def efficiency_markdown(rows:list, img_size:int) -> str:
+    "The efficiency rows as a table in the form of the paper's Table 3."
+    lines = [f'Efficiency at {img_size}x{img_size}, batch 1, {torch.get_num_threads()} CPU thread(s) (seed-0 runs):', '',
+             '| method | path | params (M) | GFLOPs | frames/s |', '|---|---|---|---|---|']
+    lines += [f"| {r['method']} | {r['path']} | {r['params_m']:.2f} | {r['gflops']:.2f} | {r['fps']:.1f} |" for r in rows]
+    return '\n'.join(lines) + '\n'
 
-PACKAGED_WEIGHTS = ('cpu',)  # sizes whose visual encoder loads `uspl.encoders.offline_weights(visual_backbone)`
-
-def demo_config(size:str='cpu', seed:int=0) -> USPLConfig:
-    "The demo's config: the paper's defaults with the CPU-size overrides of `DEMO_SIZES[size]` (and packaged weights)."
-    if size not in DEMO_SIZES: raise ValueError(f"unknown demo size {size!r}; choose one of {sorted(DEMO_SIZES)}")
-    cfg = USPLConfig(**DEMO_SIZES[size], seed=seed)
-    if size in PACKAGED_WEIGHTS:
-        path, match = offline_weights(cfg.visual_backbone)
-        cfg = cfg.update(visual_weights=str(path), visual_weights_match=match)
-    return cfg
-
-# %% ../nbs/12_demo.ipynb #c008
-BASELINE_ROWS = {'center-prior': 'center_prior', 'all-ones': 'all_ones', 'all-objects': 'all_objects'}
-
-def score_baselines(ds, batch_size:int=64) -> dict:
-    "Scores of the trivial baselines on `ds`: {row name: {miou, fscore, ciou, auc, n}}."
-    meters = {k: (SegMeter(), LocMeter()) for k in BASELINE_ROWS}
-    for b in DataLoader(ds, batch_size=batch_size, shuffle=False):
-        for row, name in BASELINE_ROWS.items():
-            p = baseline_maps(name, b); meters[row][0].update(p, b['mask']); meters[row][1].update(p, b['mask'])
-    return {row: dict(miou=s.miou, fscore=s.fscore, **l.scores(), n=s.n) for row, (s, l) in meters.items()}
-
-# %% ../nbs/12_demo.ipynb #c010
-def efficiency(models:dict, # row name -> (model, path)
-               sample:dict, # one collated batch of size 1
-               runs:int=10) -> dict:
-    "Params (M), GFLOPs and frames/s of each (model, path): {row: {params_m, gflops, fps}}."
-    out = {}
-    for row, (m, path) in models.items():
-        m.eval()
-        fn = lambda: m.predict(sample['image'], sample['audio'], path)
-        mods = [m.net] + ([m.pmv_aff] if path == 'smr' else []) + ([m.sps] if path == 'sps' else [])
-        out[row] = dict(params_m=count_params(*mods) / 1e6, gflops=count_flops(fn) / 1e9,
-                        fps=frames_per_second(fn, runs=runs, warmup=2))
-    return out
-
-# %% ../nbs/12_demo.ipynb #c012
-LEARNED = ('ezvsl', 'mmicl', 'smr', 'sps')
-
-def check_goals(rows:dict, # {row name: {miou, ...}} with metrics as fractions
-               ) -> list[dict]:
-    "Each quality goal with the measured numbers and whether it is met."
-    m = {k: 100 * v['miou'] for k, v in rows.items()}
-    goals = [('SMR beats the coarse maps by >= 5 mIoU points', m['smr'] - m['mmicl'] >= 5, f"smr {m['smr']:.2f} vs mmicl {m['mmicl']:.2f}"),
-             ('SPS within 1 mIoU point of SMR or better', m['sps'] >= m['smr'] - 1, f"sps {m['sps']:.2f} vs smr {m['smr']:.2f}"),
-             ('USPL (SPS) beats EZ-VSL', m['sps'] > m['ezvsl'], f"sps {m['sps']:.2f} vs ezvsl {m['ezvsl']:.2f}")]
-    best_trivial = max(BASELINE_ROWS, key=lambda k: m[k])
-    worst_learned = min(LEARNED, key=lambda k: m[k])
-    goals.append(('every learned row beats every trivial baseline', m[worst_learned] > m[best_trivial],
-                  f"worst learned {worst_learned} {m[worst_learned]:.2f} vs best trivial {best_trivial} {m[best_trivial]:.2f}"))
-    return [dict(goal=g, met=bool(ok), measured=s) for g, ok, s in goals]
-
-# %% ../nbs/12_demo.ipynb #c015
-ORDER = ('center-prior', 'all-ones', 'all-objects', 'ezvsl', 'mmicl', 'smr', 'sps')
-
-def results_markdown(res:dict) -> str:
-    "The results as the paper's Table 3 in form, with the goals and the setting."
-    def f(x, d=2): return '-' if x is None else f'{x:.{d}f}'
-    lines = ['| method | mIoU | F-score | cIoU | AUC | params (M) | GFLOPs | frames/s |', '|---|---|---|---|---|---|---|---|']
-    for r in res['rows']:
-        lines.append(f"| {r['method']} | {f(100*r['miou'])} | {f(r['fscore'], 3)} | {f(100*r['ciou'])} | {f(r['auc'], 3)} | "
-                     f"{f(r.get('params_m'))} | {f(r.get('gflops'))} | {f(r.get('fps'), 1)} |")
-    notes = [f"- {'met' if g['met'] else 'MISSED'}: {g['goal']} ({g['measured']})" for g in res['goals']]
-    s = res['setting']
-    if 'mask_area' in s:
-        notes += ['', f"cIoU and AUC follow VGG-SS's protocol, which binarises each map at its median (the top half of the "
-                  f"pixels): the sounding object covers {100 * s['mask_area']:.1f}% of a test frame on average, so a "
-                  f"sample's IoU stays far below 0.5 (cIoU near 0) and AUC is small for every row; mIoU and F-score "
-                  f"are the informative columns on these scenes."]
-    return '\n'.join(['# uspl demo: synthetic sounding scenes', '',
-                      f"Test scenes: {s['n_test']}; mIoU and cIoU in %, F-score and AUC as fractions; "
-                      f"efficiency at {s['img_size']}x{s['img_size']}, batch 1, {s['threads']} CPU thread(s).", ''] + lines +
-                     ['', 'Quality goals:'] + notes +
-                     ['', f"Training: {s['steps']} steps per model ({s['warmup_epochs']} warm-up + {s['epochs']} epochs of "
-                      f"{s['n_train']} scenes, batch {s['batch_size']}); wall time {s['wall_s']:.0f} s."]) + '\n'
-
-# %% ../nbs/12_demo.ipynb #c017
-def demo_figure(model, # a trained `USPL`
+# %% ../nbs/12_demo.ipynb #c006
+def demo_figure(model, # a trained registered method with several paths (USPL)
                 ds, # scenes with 'image', 'audio', 'mask'
                 n:int=4): # number of scenes (columns)
-    "A matplotlib figure (`uspl.widgets.plot_maps`): frames, gt, coarse, fine and SPS maps of the first `n` scenes."
+    "A matplotlib figure (`uspl.plots.plot_maps`): frames, ground truth and every path's map for the first `n` scenes."
+    from uspl.plots import plot_maps
     b = default_collate([ds[i] for i in range(min(n, len(ds)))])
     rows = {'ground truth': b['mask']}
-    for name, path in (('coarse (MMICL)', 'coarse'), ('fine (SMR)', 'smr'), ('SPS', 'sps')):
-        rows[name] = model.predict(b['image'], b['audio'], path)
+    for path in reversed(model.paths): rows[path] = model.predict(b['image'], b['audio'], path)
     return plot_maps(rows, b['image'], max_cols=n)
 
-# %% ../nbs/12_demo.ipynb #c019
+# %% ../nbs/12_demo.ipynb #c007
 def run_demo(out:str|Path='demo_out', # output folder
              size:str='cpu', # 'cpu' (the main job) or 'tiny' (a smoke run)
-             seed:int=0,
+             seeds=(0, 1, 2), # one training per method and seed
+             methods=('ezvsl', 'uspl'), # registered methods
              progress:bool=True,
              log=print) -> dict:
-    "Train EZ-VSL and USPL on the synthetic scenes, score every row, write results.json/.md and figure.png."
-    t0 = time.time(); out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    cfg = demo_config(size, seed)
-    mk = lambda split, n: InMemory(SyntheticScenes.from_config(cfg, split, n))
-    train_ds, val_ds, test_ds = mk('train', cfg.synth_train), mk('val', cfg.synth_val), mk('test', cfg.synth_test)
-    env = DistEnv()
-    models = {}
-    for method in ('ezvsl', 'uspl'):
-        log(f'training {method} ({cfg.warmup_epochs + cfg.epochs} epochs of {len(train_ds)} scenes) ...')
-        seed_everything(seed); m = build_model(cfg, method)
-        path = 'coarse' if method == 'ezvsl' else cfg.eval_path
-        fit(m, train_ds, m.cfg, out/'runs'/method, evaluate=lambda mm, p=path: evaluate_dataset(mm, val_ds, p),
-            progress=progress, env=env)
-        models[method] = m.eval()
-    log('scoring ...')
-    scores = score_baselines(test_ds)
-    learned = {'ezvsl': (models['ezvsl'], 'coarse'), 'mmicl': (models['uspl'], 'coarse'),
-               'smr': (models['uspl'], 'smr'), 'sps': (models['uspl'], 'sps')}
-    for row, (m, path) in learned.items(): scores[row] = evaluate_dataset(m, test_ds, path, batch_size=32)
-    one = default_collate([test_ds[0]])
-    eff = efficiency(learned, one)
-    rows = [dict(method=k, **{x: scores[k][x] for x in ('miou', 'fscore', 'ciou', 'auc', 'n')},
-                 **eff.get(k, dict(params_m=None, gflops=None, fps=None))) for k in ORDER]
-    steps = (cfg.warmup_epochs + cfg.epochs) * (len(train_ds) // cfg.batch_size)
-    res = dict(rows=rows, goals=check_goals(scores),
-               setting=dict(size=size, seed=seed, img_size=cfg.img_size, n_train=len(train_ds), n_test=len(test_ds),
-                            batch_size=cfg.batch_size, warmup_epochs=cfg.warmup_epochs, epochs=cfg.epochs, steps=steps,
-                            threads=torch.get_num_threads(), wall_s=time.time() - t0,
-                            mask_area=float(np.mean([float(x['mask'].float().mean()) for x in test_ds.items]))),
-               config=cfg.to_dict())
-    fig = demo_figure(models['uspl'], test_ds, n=4)
-    fig.savefig(out/'figure.png', dpi=80, bbox_inches='tight')
+    "`uspl compare` on the synthetic scenes at a CPU size, plus the efficiency of each path and a figure of the maps."
+    t0, out = time.time(), Path(out)
+    res = run_compare(out, methods, seeds, 'synthetic', size=size, progress=progress, log=lambda *a: None)
+    cfg = size_config(size, seeds[0])
+    test = SyntheticScenes.from_config(cfg, 'test', 4)
+    res['efficiency'] = efficiency_rows(out, methods, seeds[0], default_collate([test[0]]))
+    if 'uspl' in methods:
+        model, _ = load_run(out/'runs'/f'uspl-s{seeds[0]}')
+        demo_figure(model, test).savefig(out/'figure.png', dpi=80, bbox_inches='tight')
     res['setting']['wall_s'] = time.time() - t0
+    md = (out/'results.md').read_text().replace('# uspl compare: synthetic', '# uspl demo: synthetic sounding scenes', 1)
+    md = md.rstrip('\n').rsplit('\nConfig:', 1)
+    md = md[0] + '\n' + efficiency_markdown(res['efficiency'], cfg.img_size) + '\nConfig:' + md[1].split(' wall time')[0] + \
+         f" wall time {res['setting']['wall_s']:.0f} s (the whole demo).\n"
     atomic_write(out/'results.json', lambda f: f.write(json.dumps(res, indent=1).encode()))
-    md = results_markdown(res)
     atomic_write(out/'results.md', lambda f: f.write(md.encode()))
     log(md)
     return res

@@ -8,132 +8,61 @@ from typing import NamedTuple, Callable
 import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
-from .core import USPLConfig, minmax_norm
-from .align import AlignModel, AlignOut, mmicl_loss, ezvsl_config
-from .trimap import trimap_from_coarse, affinity_labels
-from .affinity import PMVAff, Affinity, local_affinity, affinity_loss, random_walk
+from .core import USPLConfig, upsample_maps
+from .methods import Method, _identity
+from .mmicl import MMICL, AlignOut
+from .smr import SMR
 from .segmenter import SPSHead, seg_loss
 
 # %% auto #0
-__all__ = ['METHODS', 'PATHS', 'USPLOut', 'USPL', 'SMROut', 'smr_maps', 'uspl_losses', 'predict', 'build_model']
+__all__ = ['USPLOut', 'USPL']
 
 # %% ../nbs/09_model.ipynb #c005
 class USPLOut(NamedTuple):
     "What `USPL.forward` returns."
     align:AlignOut # stage features, embeddings and the coarse map M_crs [B,h,w]
-    logits:Tensor|None # SPS logits [B,1,H,W] (None for EZ-VSL)
+    logits:Tensor # SPS logits [B,1,H,W]
 
-METHODS = ('uspl', 'ezvsl')
+class USPL(Method):
+    "USPL (Fig. 2): MMICL, SMR and SPS on one shared visual encoder, trained with Eq. 11."
+    name, paths = 'uspl', ('sps', 'smr', 'coarse')
+    def __init__(self, cfg:USPLConfig):
+        super().__init__(cfg)
+        self.mmicl = MMICL(self.cfg)
+        ch, st = self.mmicl.visual.channels, self.mmicl.visual.reductions
+        self.smr = SMR.from_config(self.cfg.smr, ch)
+        self.sps = SPSHead.from_config(self.cfg.sps, ch, st)
 
-# %% ../nbs/09_model.ipynb #c006
-class USPL(nn.Module):
-    "USPL (Fig. 2): MMICL, SMR and SPS on a shared visual encoder; `method='ezvsl'` keeps MMICL only (EZ-VSL)."
-    def __init__(self, cfg:USPLConfig, method:str='uspl'):
-        super().__init__()
-        if method not in METHODS: raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
-        self.method = method
-        self.cfg = ezvsl_config(cfg) if method == 'ezvsl' else cfg
-        self.net = AlignModel(self.cfg)
-        if method == 'uspl':
-            ch, st = self.net.visual.channels, self.net.visual.reductions
-            self.pmv_aff = PMVAff(ch, self.cfg.aff_dim)
-            self.sps = SPSHead.from_config(self.cfg, ch, st)
-
-    def train(self, mode:bool=True):
-        "Train mode; `AlignModel.train` applies `cfg.freeze_bn` to the encoders, and 'all' also fixes the heads' BatchNorm."
-        super().train(mode)
-        if mode and self.cfg.freeze_bn == 'all':
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
-        return self
+    def segment(self, image:Tensor, # ImageNet-normalised frames [B,3,H,W]
+                a:AlignOut, # `self.mmicl(image, audio)`
+               ) -> Tensor: # SPS logits [B,1,H,W]
+        "SPS on the stages fused with the detached coarse map (Eqs. 9-10)."
+        return self.sps(a.feats, a.coarse.detach(), size=image.shape[-2:])
 
     def forward(self, image:Tensor, # ImageNet-normalised frames [B,3,H,W]
                 audio:Tensor, # audio in the audio encoder's format ([B,1,F,T] or [B,P,96,64])
                ) -> USPLOut:
-        a = self.net(image, audio)
-        logits = self.sps(a.feats, a.coarse.detach(), size=image.shape[-2:]) if self.method == 'uspl' else None
-        return USPLOut(a, logits)
+        a = self.mmicl(image, audio)
+        return USPLOut(a, self.segment(image, a))
 
-# %% ../nbs/09_model.ipynb #c008
-class SMROut(NamedTuple):
-    coarse:Tensor # min-max normalised coarse map on the affinity grid [B,1,h,w]
-    tri:Tensor # tri-map Y_tri in {0,1,255} [B,h,w] (Eq. 5)
-    aff:Affinity # local affinities A [B,K,h,w] (Eq. 3)
-    fine:Tensor # fine map M_fine [B,1,h,w] (Eq. 8)
+    def losses(self, batch:dict, # a collated batch with 'image' [B,3,H,W] and 'audio'
+               epoch:int=0, # 0-based epoch: the first `cfg.warmup_epochs` train MMICL alone
+               generator:torch.Generator|None=None, # randomness of the mask augmentation
+               gather:Callable=_identity, # concatenates a tensor over processes (`uspl.train.gather_cat`)
+              ) -> dict:
+        "'loss': Eq. 11 (Eq. 2 alone in warm-up), with each term detached beside it."
+        image, audio = batch['image'], batch['audio']
+        a = self.mmicl(image, audio)
+        l_mm = self.mmicl.loss(a, generator, gather)
+        if epoch < self.cfg.warmup_epochs: return {'loss': l_mm, 'mmicl': l_mm.detach()}
+        s = self.smr(image, a.feats, a.coarse)
+        l_aff = self.smr.loss(s, gather)
+        l_seg = seg_loss(self.segment(image, a), s.fine, soft=self.cfg.seg_soft)
+        l1, l2, l3 = self.cfg.lambdas
+        return {'loss': l1 * l_mm + l2 * l_aff + l3 * l_seg, 'mmicl': l_mm.detach(), 'aff': l_aff.detach(), 'seg': l_seg.detach()}
 
-@torch.no_grad()
-def _grid_coarse(coarse:Tensor, size) -> Tensor:
-    return minmax_norm(F.interpolate(coarse.detach()[:, None], size=size, mode='bilinear', align_corners=False))
-
-def smr_maps(model:USPL, # a `USPL` model
-             image:Tensor, # ImageNet-normalised frames [B,3,H,W]
-             out:USPLOut, # `model(image, audio)`
-             with_trimap:bool=True, # also compute PAMR and the tri-map (training)
-            ) -> SMROut:
-    "SMR on a batch: coarse map on the affinity grid, tri-map (Eqs. 4-5), affinities (Eq. 3) and fine map (Eqs. 7-8)."
-    c = model.cfg
-    size = (max(1, image.shape[-2] // c.aff_stride), max(1, image.shape[-1] // c.aff_stride))
-    coarse = _grid_coarse(out.align.coarse, size)
-    tri = trimap_from_coarse(image, out.align.coarse.detach(), size, c.beta_l, c.beta_h, c.pamr_dilations, c.pamr_iters).tri \
-          if with_trimap else None
-    f_aff = model.pmv_aff(out.align.feats)
-    if f_aff.shape[-2:] != torch.Size(size): f_aff = F.interpolate(f_aff, size=size, mode='bilinear', align_corners=False)
-    aff = local_affinity(f_aff, c.radius)
-    with torch.no_grad(): fine = random_walk(aff._replace(a=aff.a.detach()), coarse, c.beta, c.t)
-    return SMROut(coarse, tri, aff, fine)
-
-# %% ../nbs/09_model.ipynb #c010
-def _identity(x): return x
-
-@torch.no_grad()
-def _scalars(d:dict) -> dict: return {k: v.detach() for k, v in d.items()}
-
-def uspl_losses(model:USPL, # the model
-                batch:dict, # a collated batch with 'image' [B,3,H,W] and 'audio'
-                epoch:int=0, # 0-based epoch: the first `cfg.warmup_epochs` train MMICL alone
-                generator:torch.Generator|None=None, # randomness of the mask augmentation
-                gather:Callable=_identity, # concatenates a tensor over processes (`uspl.train.gather_cat`)
-               ) -> dict:
-    "The training losses of a batch: 'loss' (Eq. 11, or Eq. 2 alone in warm-up / for EZ-VSL) and each term."
-    c = model.cfg
-    image, audio = batch['image'], batch['audio']
-    out = model(image, audio) if model.method == 'uspl' and epoch >= c.warmup_epochs else USPLOut(model.net(image, audio), None)
-    a = out.align
-    l_mm = mmicl_loss(gather(a.a_emb), gather(a.v_emb), c.tau, c.drop, c.symmetric, model.training, c.drop_positive_only, generator)
-    if model.method == 'ezvsl' or epoch < c.warmup_epochs: return {'loss': l_mm, 'mmicl': l_mm.detach()}
-    s = smr_maps(model, image, out)
-    l_aff = affinity_loss(s.aff, affinity_labels(s.tri, c.radius), gather=gather)
-    l_seg = seg_loss(out.logits, s.fine, soft=c.seg_soft)
-    l1, l2, l3 = c.lambdas
-    loss = l1 * l_mm + l2 * l_aff + l3 * l_seg
-    return {'loss': loss, **_scalars({'mmicl': l_mm, 'aff': l_aff, 'seg': l_seg})}
-
-USPL.losses = uspl_losses
-
-# %% ../nbs/09_model.ipynb #c012
-PATHS = ('sps', 'smr', 'coarse')
-
-@torch.no_grad()
-def predict(model:USPL, # the model (put in eval mode for the call)
-            image:Tensor, # ImageNet-normalised frames [B,3,H,W]
-            audio:Tensor, # audio in the audio encoder's format
-            path:str='sps', # 'sps', 'smr' or 'coarse'
-           ) -> Tensor: # sounding probabilities [B,H,W]
-    "Sounding maps at the input size by the chosen inference path."
-    if path not in PATHS: raise ValueError(f"unknown path {path!r}; choose one of {PATHS}")
-    if model.method == 'ezvsl' and path != 'coarse': raise ValueError(f"the EZ-VSL baseline has only the 'coarse' path, not {path!r}")
-    was = model.training; model.eval()
-    try:
-        if path == 'coarse': m = model.net(image, audio).coarse[:, None]
-        else:
-            out = model(image, audio) if path == 'sps' else USPLOut(model.net(image, audio), None)
-            if path == 'sps': return torch.sigmoid(out.logits[:, 0])
-            m = smr_maps(model, image, out, with_trimap=False).fine
-        return minmax_norm(F.interpolate(m, size=image.shape[-2:], mode='bilinear', align_corners=False)[:, 0])
-    finally: model.train(was)
-
-USPL.predict = predict
-
-def build_model(cfg:USPLConfig, method:str='uspl') -> USPL:
-    "The model of `method` ('uspl' or 'ezvsl') for `cfg`; builds without downloading."
-    return USPL(cfg, method)
+    def _predict(self, image:Tensor, audio:Tensor, path:str) -> Tensor:
+        a = self.mmicl(image, audio)
+        if path == 'sps': return torch.sigmoid(self.segment(image, a)[:, 0])
+        if path == 'coarse': return upsample_maps(a.coarse, image.shape[-2:])
+        return upsample_maps(self.smr(image, a.feats, a.coarse, with_trimap=False).fine[:, 0], image.shape[-2:])

@@ -4,14 +4,13 @@
 
 # %% ../nbs/08_segmenter.ipynb #c001
 from __future__ import annotations
-import math, time, statistics
+import math, time
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
-from torch.utils.flop_counter import FlopCounterMode
-from .core import USPLConfig, minmax_norm
+from .core import SPSConfig, minmax_norm
 
 # %% auto #0
-__all__ = ['av_fuse', 'ASPP', 'FPNDecoder', 'SPSHead', 'seg_loss', 'count_params', 'count_flops', 'frames_per_second']
+__all__ = ['av_fuse', 'ASPP', 'FPNDecoder', 'SPSHead', 'seg_loss']
 
 # %% ../nbs/08_segmenter.ipynb #c006
 def av_fuse(feat:Tensor, # visual feature F_v [B,C,h,w]
@@ -40,8 +39,8 @@ class ASPP(nn.Module):
     "Atrous spatial pyramid pooling on a reduced width: 1x1 and dilated depthwise-separable 3x3 branches plus image pooling, concatenated, projected by a 1x1 conv (Chen et al. 2017)."
     def __init__(self, in_ch:int, # input channels C
                  out_ch:int, # output channels (= `in_ch` for the residual set)
-                 rates:tuple=(1, 6, 12, 18), # one branch per rate: 1 -> 1x1 conv, r > 1 -> 3x3 with dilation r
-                 inner:int=32): # width of the reduction and of every branch
+                 rates:tuple, # one branch per rate: 1 -> 1x1 conv, r > 1 -> 3x3 with dilation r
+                 inner:int): # width of the reduction and of every branch
         super().__init__()
         if min(in_ch, out_ch, inner) < 1: raise ValueError(f"in_ch, out_ch and inner must be >= 1, got {in_ch}, {out_ch}, {inner}")
         if not rates or any(int(r) != r or r < 1 for r in rates): raise ValueError(f"rates must be positive integers, got {rates}")
@@ -86,9 +85,9 @@ def _conv_gn_relu(i:int, o:int) -> nn.Sequential:
 class FPNDecoder(nn.Module):
     "Panoptic-FPN semantic head (Kirillov et al. 2019): laterals, top-down pathway, per-level conv-GN-ReLU + 2x up blocks to the finest level, sum, 1x1 to one logit map."
     def __init__(self, in_channels:list, # channels of the residual set F_1..F_n, fine to coarse
-                 strides:list|None=None, # stride of each level (`VisualEncoder.reductions`); None: each halves
-                 fpn_dim:int=256, # width of the laterals and the top-down pathway
-                 head_dim:int=128): # width of the semantic-head blocks
+                 strides:list|None, # stride of each level (`VisualEncoder.reductions`); None: each halves
+                 fpn_dim:int, # width of the laterals and the top-down pathway
+                 head_dim:int): # width of the semantic-head blocks
         super().__init__()
         n = len(in_channels)
         if n < 1: raise ValueError("in_channels must list at least one stage")
@@ -126,26 +125,23 @@ class FPNDecoder(nn.Module):
 class SPSHead(nn.Module):
     "The SPS decoder: Eq. 9 fusion of the stages with the coarse map, the PMV-dec residual set $F_k = X_k + ASPP(X_k)$ and the FPN decoder, giving sounding logits (Sec. 3.3, Fig. 3)."
     def __init__(self, channels:list, # stage channels C_1..C_4 (`VisualEncoder.channels`)
-                 strides:list|None=None, # stage strides (`VisualEncoder.reductions`); None: each stage halves
-                 fpn_dim:int=128, # FPN width (`USPLConfig.fpn_dim`; Kirillov et al.: 256)
-                 head_dim:int=64, # semantic-head width (`USPLConfig.head_dim`; Kirillov et al.: 128)
-                 aspp_rates:tuple=(1, 6, 12, 18), # ASPP rates (`USPLConfig.aspp_rates`)
-                 aspp_dim:int=32, # inner width of each ASPP (`USPLConfig.aspp_dim`)
+                 strides:list|None, # stage strides (`VisualEncoder.reductions`); None: each stage halves
+                 cfg:SPSConfig, # the SPS group of the config: fpn_dim, head_dim, aspp_rates, aspp_dim
                  fuse_stages:tuple|None=None): # stages fused with the coarse map (Eq. 9), 0-based; None: all
         super().__init__()
         self.channels = list(channels)
         self.fuse_stages = tuple(range(len(self.channels))) if fuse_stages is None else tuple(fuse_stages)
         if any(not 0 <= k < len(self.channels) for k in self.fuse_stages):
             raise ValueError(f"fuse_stages {self.fuse_stages} out of range for {len(self.channels)} stages")
-        self.aspp = nn.ModuleList(ASPP(c, c, aspp_rates, aspp_dim) for c in self.channels)
-        self.decoder = FPNDecoder(self.channels, strides, fpn_dim, head_dim)
+        self.aspp = nn.ModuleList(ASPP(c, c, cfg.aspp_rates, cfg.aspp_dim) for c in self.channels)
+        self.decoder = FPNDecoder(self.channels, strides, cfg.fpn_dim, cfg.head_dim)
 
     @classmethod
-    def from_config(cls, cfg:USPLConfig, # its fields fpn_dim, head_dim, aspp_rates, aspp_dim
+    def from_config(cls, cfg:SPSConfig, # the SPS group of the config
                     channels:list, # stage channels (`VisualEncoder.channels`)
                     strides:list|None=None) -> 'SPSHead': # stage strides (`VisualEncoder.reductions`)
-        "Build from the config's SPS fields and the encoder's channels and strides."
-        return cls(channels, strides, cfg.fpn_dim, cfg.head_dim, tuple(cfg.aspp_rates), cfg.aspp_dim)
+        "Build from the config's SPS group and the encoder's channels and strides."
+        return cls(channels, strides, cfg)
 
     def residual_set(self, feats:list, # visual stage features X_1..X_4, [B,C_k,h_k,w_k]
                      coarse:Tensor, # coarse sounding map [B,h,w] or [B,1,h,w]
@@ -190,34 +186,3 @@ def seg_loss(logits:Tensor, # SPS logits [B,1,H,W] or [B,H,W]
     valid = lab != ignore_index if not soft else torch.ones_like(lab, dtype=torch.bool)
     if not valid.any(): return logits.sum() * 0.
     return F.binary_cross_entropy_with_logits(logits[valid], lab[valid])
-
-# %% ../nbs/08_segmenter.ipynb #c033
-def count_params(*modules:nn.Module) -> int:
-    "Number of parameters of `modules`, shared tensors counted once."
-    return sum(p.numel() for p in {id(p): p for m in modules for p in m.parameters()}.values())
-
-def count_flops(fn, # callable to measure
-                *inputs) -> int: # FLOPs of `fn(*inputs)`: 2 per multiply-add of matmuls and convolutions
-    "FLOPs of one call `fn(*inputs)` under `torch.no_grad`, counted by `FlopCounterMode`."
-    with torch.no_grad(), FlopCounterMode(display=False) as fc: fn(*inputs)
-    return fc.get_total_flops()
-
-# %% ../nbs/08_segmenter.ipynb #c034
-def _sync(inputs):
-    "Wait for CUDA work when an input tensor lives on a CUDA device."
-    for x in inputs:
-        if isinstance(x, Tensor) and x.is_cuda: torch.cuda.synchronize(x.device); return
-
-def frames_per_second(fn, # callable to time
-                      *inputs, # its arguments; the first tensor's dim 0 is the batch size
-                      runs:int=10, # timed calls; the median is used
-                      warmup:int=2) -> float: # untimed calls first
-    "Frames per second of `fn(*inputs)`: batch size over the median wall time of `runs` calls, under `torch.no_grad`."
-    if runs < 1 or warmup < 0: raise ValueError(f"runs must be >= 1 and warmup >= 0, got {runs}, {warmup}")
-    batch = next((x.shape[0] for x in inputs if isinstance(x, Tensor)), 1)
-    times = []
-    with torch.no_grad():
-        for i in range(warmup + runs):
-            _sync(inputs); t0 = time.perf_counter(); fn(*inputs); _sync(inputs)
-            if i >= warmup: times.append(time.perf_counter() - t0)
-    return batch / statistics.median(times)

@@ -18,7 +18,8 @@ from .metrics import SegMeter, LocMeter
 
 # %% auto #0
 __all__ = ['DistEnv', 'init_distributed', 'cleanup_distributed', 'gather_cat', 'mean_over_processes', 'epoch_batches',
-           'step_generator', 'load_checkpoint', 'make_optimizer', 'LossStep', 'to_device', 'fit', 'evaluate_dataset']
+           'step_generator', 'load_checkpoint', 'load_run', 'make_optimizer', 'LossStep', 'to_device', 'fit',
+           'evaluate_dataset']
 
 # %% ../nbs/10_train.ipynb #c006
 class DistEnv(NamedTuple):
@@ -106,16 +107,36 @@ def load_checkpoint(path:str|Path, # a checkpoint file written by `fit`
     if not isinstance(ck, dict) or 'model' not in ck: raise ValueError(f'{path} is not a uspl checkpoint (no model weights)')
     return ck
 
-def _unwrap(m:nn.Module) -> nn.Module: return m.module if isinstance(m, nn.parallel.DistributedDataParallel) else m
+# %% ../nbs/10_train.ipynb #c019
+def load_run(run:str|Path, # a run folder written by `fit` (or a method's own `fit`)
+             checkpoint:str='best.pt', # file in the run folder; falls back to last.pt
+             iteration:int|None=None, # iterative methods: which iteration (None: the last)
+            ) -> tuple: # (model in eval mode, checkpoint path)
+    "The trained model of a run folder and the checkpoint it was read from."
+    from uspl.methods import get_method, run_method
+    run = Path(run)
+    if not run.is_dir(): raise FileNotFoundError(f'run folder not found: {run}')
+    cls = get_method(run_method(run))
+    ckpt = cls.checkpoint_in(run, checkpoint, iteration)
+    ck = load_checkpoint(ckpt)
+    try: cfg = USPLConfig.from_dict(ck.get('cfg', {}))
+    except (ValueError, TypeError) as e: raise ValueError(f'checkpoint {ckpt} holds an invalid config: {e}') from None
+    if cfg.method != cls.name:
+        raise ValueError(f'checkpoint {ckpt} was trained by method {cfg.method!r} but its run folder says {cls.name!r}')
+    model = cls(cfg.update(pretrained=False, visual_weights=None, audio_weights=None))
+    try: model.load_state_dict(ck['model'])
+    except RuntimeError as e:
+        raise ValueError(f'checkpoint {ckpt} does not fit the {cls.name!r} model of its config ({str(e).splitlines()[0].strip()})') from None
+    return model.eval(), ckpt
 
-# %% ../nbs/10_train.ipynb #c018
+# %% ../nbs/10_train.ipynb #c020
 def make_optimizer(model:nn.Module, cfg:USPLConfig) -> torch.optim.Optimizer:
     "The optimiser `cfg.optimizer` ('adam' or 'sgd') over `model`'s parameters with `cfg.lr` and `cfg.weight_decay`."
     if cfg.optimizer == 'adam': return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     if cfg.optimizer == 'sgd': return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'adam' or 'sgd'")
 
-# %% ../nbs/10_train.ipynb #c021
+# %% ../nbs/10_train.ipynb #c023
 class LossStep(nn.Module):
     "Wraps a model so that `forward` computes its training losses (what DDP synchronises)."
     def __init__(self, model:nn.Module):
@@ -127,14 +148,19 @@ def to_device(batch:dict, device:torch.device) -> dict:
     "Move the tensors of a batch dict to `device`."
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
 
-def _check_loss(losses:dict, epoch:int, step:int, gstep:int):
-    for k, v in losses.items():
-        if isinstance(v, Tensor) and not torch.isfinite(v).all():
-            raise FloatingPointError(f'non-finite loss {k}={v.item()} at epoch {epoch} step {step} (global step {gstep}): '
-                                     'lower the learning rate or check the inputs; the last checkpoint is intact')
+def _fetch_losses(losses:dict, epoch:int, step:int, gstep:int) -> dict:
+    "The step's loss terms as floats, in one device-to-host copy; a non-finite value stops training with the step named."
+    keys = sorted(losses)
+    vals = torch.stack([losses[k].detach().float().reshape(()) for k in keys]).tolist()
+    d = dict(zip(keys, vals))
+    bad = {k: v for k, v in d.items() if not math.isfinite(v)}
+    if bad:
+        raise FloatingPointError(f"non-finite loss {bad} at epoch {epoch} step {step} (global step {gstep}): "
+                                 "lower the learning rate or check the inputs; the last checkpoint is intact")
+    return d
 
-# %% ../nbs/10_train.ipynb #c022
-def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict` (and `train_mode(epoch)` optionally)
+# %% ../nbs/10_train.ipynb #c024
+def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict` (a `uspl.methods.Method`)
         train_ds:Dataset, # dataset of dict samples
         cfg:USPLConfig, # uses seed, batch_size, lr, weight_decay, warmup_epochs + epochs, num_workers, ckpt_every
         out:str|Path, # run folder: last.pt, best.pt, config.json, log.jsonl
@@ -158,7 +184,7 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
         model.load_state_dict(ck['model']); opt.load_state_dict(ck['optim'])
         state = {k: ck[k] for k in state}
         torch.set_rng_state(ck['rng'])
-    elif env.main: atomic_write(out/'config.json', lambda f: f.write(json.dumps(cfg.to_dict(), indent=1).encode()))
+    elif env.main: cfg.save(out/'config.json')
     step_fn = LossStep(model)
     if env.world > 1:
         step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=[env.device] if env.device.type == 'cuda' else None,
@@ -177,18 +203,17 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
             dl = DataLoader(train_ds, batch_sampler=batches[start:], num_workers=cfg.num_workers,
                             persistent_workers=False, pin_memory=env.device.type == 'cuda')
             model.train()
-            if hasattr(model, 'train_mode'): model.train_mode(epoch)
             bar = tqdm(dl, total=len(batches), initial=start, desc=f'epoch {epoch+1}/{total}', disable=not (progress and env.main),
                        leave=False, dynamic_ncols=True)
             for batch in bar:
                 g = step_generator(cfg.seed, state['global_step'])
                 losses = step_fn(to_device(batch, env.device), epoch, g, partial(gather_cat, group=env.group))
-                _check_loss(losses, epoch, state['step_in_epoch'], state['global_step'])
+                vals = _fetch_losses(losses, epoch, state['step_in_epoch'], state['global_step'])  # the step's one host sync
                 opt.zero_grad(set_to_none=True)
                 losses['loss'].backward()
                 opt.step()
                 state['step_in_epoch'] += 1; state['global_step'] += 1
-                logged = mean_over_processes({k: float(v.detach()) for k, v in losses.items()})
+                logged = mean_over_processes(vals)
                 if env.main:
                     log.write(json.dumps(dict(epoch=epoch, step=state['global_step'], **logged)) + '\n'); log.flush()
                     bar.set_postfix(loss=f"{logged['loss']:.4f}")
@@ -213,7 +238,7 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
     finally:
         if log: log.close()
 
-# %% ../nbs/10_train.ipynb #c032
+# %% ../nbs/10_train.ipynb #c034
 @torch.no_grad()
 def evaluate_dataset(model:nn.Module, # has `predict(image, audio, path) -> [B,H,W]` probabilities
                      ds:Dataset, # dict samples with 'image', 'audio', 'mask', 'has_mask'
