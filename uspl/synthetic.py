@@ -17,8 +17,9 @@ from .audio import make_front_end, front_end_name
 from .layouts import mask_box, write_s4_sample, write_s4_meta, write_vggss_sample, write_vggss_meta
 
 # %% auto #0
-__all__ = ['CLASSES', 'CLASS_NAMES', 'SPLITS', 'AREA_RANGE', 'ObjectClass', 'sample_object', 'draw_object', 'draw_background',
-           'synth_sound', 'background_noise', 'render_scene', 'SyntheticScenes', 'layout_sample', 'write_synthetic']
+__all__ = ['CLASSES', 'CLASS_NAMES', 'SPLITS', 'AREA_RANGE', 'ObjectClass', 'sample_object', 'place_object', 'draw_object',
+           'draw_background', 'synth_sound', 'background_noise', 'render_scene', 'SyntheticScenes', 'layout_sample',
+           'write_synthetic']
 
 # %% ../nbs/02_synthetic.ipynb #c006
 @dataclass(frozen=True)
@@ -79,16 +80,15 @@ def _texture(tex, u, v, p):
 # %% ../nbs/02_synthetic.ipynb #c010
 def _hsv(h, s, v): return np.array(colorsys.hsv_to_rgb(h % 1.0, min(max(s, 0), 1), min(max(v, 0), 1)), np.float32)
 
-AREA_RANGE = (0.05, 0.5) # an object's area as a fraction of the frame (before occlusion and the frame's edge): log-uniform
+AREA_RANGE = (0.05, 0.5) # an object's area as a fraction of the frame, uniform (before occlusion and the frame's edge)
 
 def sample_object(rng:np.random.Generator, # the scene's generator
                   label:int, # class index into `CLASSES`
                   size:int, # image size S in pixels
-                  area:tuple=AREA_RANGE, # range of the object's area as a fraction of the frame (log-uniform)
+                  area:tuple=AREA_RANGE, # range of the object's area as a fraction of the frame (uniform)
                  ) -> dict: # everything needed to draw the object
-    "Draw one object instance of class `label`: size, place, pose, contour noise, colours, texture."
+    "Draw one object instance of class `label`: pose, contour noise, colours, texture, then its size and place (`place_object`)."
     c = CLASSES[label]
-    frac = float(np.exp(rng.uniform(*np.log(area))))
     h, s, v = c.hue + rng.normal(0, 0.02), rng.uniform(0.55, 0.95), rng.uniform(0.6, 0.95)
     k, th = np.arange(2, 13), np.linspace(-np.pi, np.pi, 2048, endpoint=False)
     amp, phi = rng.normal(0, 0.06, k.size) / np.sqrt(k), rng.uniform(0, 2 * np.pi, k.size)
@@ -99,12 +99,20 @@ def sample_object(rng:np.random.Generator, # the scene's generator
                            off=rng.uniform(0.4, 0.6), bite=rng.uniform(0.7, 0.85), width=rng.uniform(0.22, 0.35)),
                 tex=dict(freq=rng.uniform(1.2, 2.5), phase=rng.uniform(0, 2 * np.pi), seed=int(rng.integers(2 ** 31))),
                 light=rng.uniform(0, 2 * np.pi))
-    R = float(np.sqrt(frac * size ** 2 / _unit_area(obj)))
-    lo, hi = min(0.8 * R, size / 2), max(size - 0.8 * R, size / 2)  # up to a fifth of the radius may leave the frame
-    obj.update(R=R, cx=rng.uniform(lo, hi), cy=rng.uniform(lo, hi))
-    return obj
+    obj['unit_area'] = _unit_area(obj)
+    return place_object(rng, obj, size, area)
 
-def _unit_area(obj:dict, n:int=48) -> float:
+def place_object(rng:np.random.Generator, # the scene's generator
+                 obj:dict, # from `sample_object`
+                 size:int, # image size S in pixels
+                 area:tuple=AREA_RANGE, # range of the object's area as a fraction of the frame (uniform)
+                ) -> dict: # `obj` with a new radius and centre
+    "A new size and place for `obj`: its area uniform in `area` (a fraction of the frame), its centre uniform."
+    R = float(np.sqrt(rng.uniform(*area) * size ** 2 / obj['unit_area']))
+    lo, hi = min(0.8 * R, size / 2), max(size - 0.8 * R, size / 2)  # up to a fifth of the radius may leave the frame
+    return dict(obj, R=R, cx=rng.uniform(lo, hi), cy=rng.uniform(lo, hi))
+
+def _unit_area(obj:dict, n:int=32) -> float:
     "Area of `obj`'s shape at radius 1, from a render at radius n/2.8 in an n x n frame."
     r = n / 2.8
     return max(int(draw_object(None, dict(obj, R=r, cx=n / 2, cy=n / 2, vel=np.zeros(2)), size=n).sum()), 1) / r ** 2
@@ -224,10 +232,11 @@ def render_scene(rng:np.random.Generator, # the sample's generator (consumed)
     label = int(rng.integers(len(CLASSES)))
     others = rng.permutation([k for k in range(len(CLASSES)) if k != label])[:int(rng.integers(0, max_distractors + 1))]
     bg = draw_background(rng, img_size)
+    kinds = [sample_object(rng, int(k), img_size) for k in [label, *others]]
     for _ in range(20):
-        objs = [sample_object(rng, int(k), img_size) for k in [label, *others]]
+        objs = [place_object(rng, o, img_size) for o in kinds]
         order = rng.permutation(len(objs))
-        k = 2 if img_size >= 64 else 1  # the layout test runs at half resolution
+        k = max(img_size // 48, 1)  # the layout test runs at about 48 x 48 pixels
         full = [draw_object(None, dict(objs[j], R=objs[j]['R'] / k, cx=objs[j]['cx'] / k, cy=objs[j]['cy'] / k), size=img_size // k) for j in order]
         vis, area = _visible(full, order), np.maximum([full[np.flatnonzero(order == j)[0]].sum() for j in range(len(objs))], 1)
         if vis[0].sum() >= 0.6 * area[0] and all(vis[j].sum() >= 0.3 * area[j] for j in range(1, len(objs))): break
