@@ -92,6 +92,7 @@ REGISTRY = {
     'uspl': 'uspl.model:USPL', # Zhang, Ji & Yang, EMNLP 2023 (MMICL + SMR + SPS)
     'ezvsl': 'uspl.ezvsl:EZVSL', # Mo & Morgado, ECCV 2022 (multiple-instance contrastive alignment)
     'lvs': 'uspl.lvs:LVS', # Chen et al., CVPR 2021 (hard negatives from the frame's background)
+    'icl': 'uspl.icl:ICL', # Lin et al., CVIU 2023 (iterative contrastive learning with pseudo-labels)
 }
 
 def method_names() -> tuple:
