@@ -74,7 +74,7 @@ def find_stamps(src, # the stamp folder (Tux Paint's layout)
         stamps.append(Stamp(name, stamp_class(ogg.stem), np.ascontiguousarray(rgba), wave.astype(np.float32), cover))
     if len({s.category for s in stamps}) < 2:
         raise ValueError(f"src: {src} holds {len(stamps)} usable stamp(s) of {len({s.category for s in stamps})} class(es); "
-                         f"need >= 2 classes (<name>.png with alpha beside <name>.ogg); skipped: { {k: len(v) for k, v in skipped.items() if v} }")
+                         f"need >= 2 classes (<name>.png with alpha beside <name>.ogg); skipped: { {k: v if isinstance(v, int) else len(v) for k, v in skipped.items() if v} }")
     return stamps, skipped
 
 # %% ../nbs/02c_stamps.ipynb #c010
