@@ -9,8 +9,8 @@ from pathlib import Path
 import uspl
 
 # %% auto #0
-__all__ = ['DATASETS', 'UsageError', 'build_parser', 'load_config', 'check_root', 'describe', 'cmd_train', 'cmd_eval', 'cmd_demo',
-           'cmd_compare', 'cmd_data', 'cmd_docs', 'main']
+__all__ = ['DATASETS', 'UsageError', 'build_parser', 'load_config', 'check_root', 'check_out', 'data_options', 'report_skips',
+           'describe', 'cmd_train', 'cmd_eval', 'cmd_demo', 'cmd_compare', 'cmd_data', 'cmd_docs', 'main']
 
 # %% ../nbs/13_cli.ipynb #c005
 class UsageError(Exception):
@@ -32,12 +32,20 @@ def _csv(kind):
         return xs
     return parse
 
+def _data_flags(p):
+    "The loaders' options for bad or missing data (s4 / vggss)."
+    p.add_argument('--skip-bad', action='store_true', help='skip (and count) samples with invalid content: non-finite or silent '
+                   'audio, an empty mask, a degenerate box; default: an error naming the file')
+    p.add_argument('--skip-missing', action='store_true', help='skip (and count) listed samples whose files are missing (VGGSS: always)')
+    p.add_argument('--binarize', action='store_true', help='s4: threshold non-binary masks at 128 instead of refusing them')
+
 def build_parser() -> argparse.ArgumentParser:
     "The `uspl` argument parser with its subcommands."
     from uspl.methods import method_names
     M = method_names()
     p = _Parser(prog='uspl', description='Unsupervised sounding pixel learning (USPL, EMNLP 2023) research kit.')
     p.add_argument('--version', action='version', version=f'uspl {uspl.__version__}')
+    p.add_argument('--debug', action='store_true', help='show the traceback of an input error (as USPL_DEBUG=1 does)')
     sub = p.add_subparsers(dest='cmd', metavar='{demo,train,eval,compare,data,docs}', parser_class=_Parser)
     d = sub.add_parser('demo', formatter_class=_FMT, help='EZ-VSL and USPL over seeds on the embedded synthetic scenes',
                        description='The main job: train EZ-VSL and USPL once per seed on the synthetic scenes at a CPU size, '
@@ -55,10 +63,13 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument('--root', help='dataset root (s4: the folder of s4_meta_data.csv; vggss: the folder of frames/ and audio/)')
     t.add_argument('--out', required=True, help='run folder (checkpoints, config.json, log.jsonl)')
     t.add_argument('--config', help="JSON file of config fields (flat or by group) overriding the defaults; without it: the paper's full size")
-    t.add_argument('--resume', action='store_true', help='continue from RUN/last.pt')
+    t.add_argument('--resume', action='store_true', help="continue from RUN/last.pt with the run's config.json (a --config given "
+                   "again may change only epochs, lr, ckpt_every, num_workers, eval_path)")
+    t.add_argument('--overwrite', action='store_true', help='start over in a run folder that already holds a run')
     t.add_argument('--max-steps', type=int, help='stop after this many optimiser steps')
     t.add_argument('--device', choices=('cpu', 'cuda'), help='default: cuda when available')
     t.add_argument('--no-progress', action='store_true', help='no progress bars')
+    _data_flags(t)
     e = sub.add_parser('eval', formatter_class=_FMT, help='evaluate a trained run; prints one JSON object',
                        description="Rebuild a run's method from its folder and score it on a split.",
                        epilog='example: uspl eval --run runs/uspl-s4 --dataset s4 --root AVSBench/Single-source --path smr')
@@ -68,9 +79,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--split', default='test', choices=('train', 'val', 'test'), help='split to score')
     e.add_argument('--path', choices=('sps', 'smr', 'coarse'), default=None, help="inference path (default: the run's eval_path, if its method has it)")
     e.add_argument('--batch-size', type=int, default=16, help='evaluation batch size')
-    e.add_argument('--checkpoint', default='best.pt', help='file in RUN (falls back to last.pt)')
+    e.add_argument('--checkpoint', default=None, help='file in RUN (default: best.pt, else last.pt)')
     e.add_argument('--iteration', type=int, default=None, help='iterative methods: the iteration to score (default: the last)')
     e.add_argument('--device', choices=('cpu', 'cuda'), help='default: cuda when available')
+    _data_flags(e)
     c = sub.add_parser('compare', formatter_class=_FMT, help='train methods over seeds and compare them',
                        description='Train each method once per seed (finished runs are reused, interrupted ones resumed), score '
                                    'every path and the trivial baselines on the test split, write results.json/.md/.png.',
@@ -117,6 +129,32 @@ def check_root(dataset:str, root:str|None) -> Path|None:
     if not Path(root).is_dir(): raise UsageError(f'dataset root not found: {root}')
     return Path(root)
 
+def check_out(path:str, flag:str='--out') -> Path:
+    "An output folder that exists or can be created: not a file, not under a file, in a writable place."
+    p = Path(path)
+    if p.exists() and not p.is_dir(): raise UsageError(f'{flag} {path} is a file, not a folder')
+    q = p.absolute()
+    while not q.exists(): q = q.parent
+    if not q.is_dir(): raise UsageError(f'{flag} {path} cannot be created: {q} is a file')
+    if q != p.absolute() and not os.access(q, os.W_OK | os.X_OK): raise UsageError(f'{flag} {path} cannot be created: {q} is not writable')
+    if p.is_dir() and not os.access(p, os.W_OK | os.X_OK): raise UsageError(f'{flag} {path} is not writable')
+    return p
+
+def data_options(a) -> dict:
+    "The loader arguments of `--skip-bad`, `--skip-missing` and `--binarize` for `a.dataset`."
+    given = [k for k in ('skip_bad', 'skip_missing', 'binarize') if getattr(a, k, False)]
+    if given and a.dataset == 'synthetic': raise UsageError(f"--{given[0].replace('_', '-')} applies to --dataset s4 or vggss")
+    if a.binarize and a.dataset == 'vggss': raise UsageError('--binarize applies to --dataset s4 (VGGSS has boxes, not masks)')
+    return {k: True for k in given}
+
+def report_skips(ds, what:str) -> list:
+    "The samples a loader skipped (`ds.skipped`), said on stderr in one line; [] when none."
+    sk = list(getattr(ds, 'skipped', None) or [])
+    if sk:
+        shown = '; '.join(f"{s['name']}: {s['reason']}" for s in sk[:3])
+        print(f"uspl: warning: {what}: skipped {len(sk)} sample(s) ({shown}{'; ...' if len(sk) > 3 else ''})", file=sys.stderr)
+    return sk
+
 def describe(model, cfg) -> str:
     "One line on the size of what is about to be trained."
     n = sum(p.numel() for p in model.parameters())
@@ -124,28 +162,54 @@ def describe(model, cfg) -> str:
             f'{n / 1e6:.1f} M parameters, batch {cfg.batch_size}, {cfg.warmup_epochs + cfg.epochs} epochs')
 
 # %% ../nbs/13_cli.ipynb #c009
+def _resume_config(a):
+    "The config `uspl train --resume` continues with: the run's config.json, checked against a --config or --method given."
+    from uspl.methods import get_method
+    from uspl.train import resume_config
+    saved_p = Path(a.out)/'config.json'
+    if not saved_p.is_file(): raise UsageError(f'nothing to resume: {a.out} has no config.json')
+    saved = load_config(saved_p)
+    if not (a.config or a.method): return saved
+    given = load_config(a.config) if a.config else saved
+    named = a.config and 'method' in json.loads(Path(a.config).read_text())  # the file names its method
+    method = a.method or (given.method if named else saved.method)
+    cfg, changed = resume_config(saved, get_method(method).configure(given.update(method=method)), a.out)
+    if changed: print(f"uspl: notice: resuming {a.out} with " + ', '.join(f'{k} {x!r} -> {y!r}' for k, (x, y) in changed.items()),
+                      file=sys.stderr)
+    return cfg
+
 def cmd_train(a):
-    cfg = load_config(a.config); root = check_root(a.dataset, a.root)
-    if a.method: cfg = cfg.update(method=a.method)
-    if a.resume and not (Path(a.out)/'config.json').is_file(): raise UsageError(f'nothing to resume: {a.out} has no config.json')
+    root = check_root(a.dataset, a.root)
     if a.max_steps is not None and a.max_steps < 1: raise UsageError(f'--max-steps must be >= 1, got {a.max_steps}')
+    if a.resume and a.overwrite: raise UsageError('--resume continues the run, --overwrite replaces it: give one of them')
+    if a.resume: cfg = _resume_config(a)
+    else:
+        cfg = load_config(a.config)
+        if a.method: cfg = cfg.update(method=a.method)
+    out = check_out(a.out); dkw = data_options(a)
     from uspl.methods import build_method
     from uspl.datasets import build_dataset
-    from uspl.train import init_distributed, cleanup_distributed, evaluate_dataset
+    from uspl.train import init_distributed, cleanup_distributed, evaluate_dataset, held_checkpoints
     from uspl.core import seed_everything
+    if not (a.resume or a.overwrite) and (held := held_checkpoints(out)):
+        raise UsageError(f"{a.out} already holds a run ({', '.join(held)}): continue it with --resume "
+                         f"or start it over with --overwrite")
     env = init_distributed(a.device)
     try:
-        train_ds = build_dataset(a.dataset, root, 'train', cfg)
-        val_ds = build_dataset(a.dataset, root, 'val' if a.dataset != 'vggss' else 'test', cfg)
+        train_ds = build_dataset(a.dataset, root, 'train', cfg, **dkw)
+        val_ds = build_dataset(a.dataset, root, 'val' if a.dataset != 'vggss' else 'test', cfg, **dkw)
+        if env.main:
+            report_skips(train_ds, f'{a.dataset} train'); report_skips(val_ds, f"{a.dataset} {'val' if a.dataset != 'vggss' else 'test'}")
         seed_everything(cfg.seed); model = build_method(cfg)  # the same initial weights in every process and run
         if env.main:
             print(describe(model, model.cfg), file=sys.stderr)
-            if env.device.type == 'cpu' and a.config is None:
+            if env.device.type == 'cpu' and a.config is None and not a.resume:
                 print("uspl: warning: no --config: this is the paper's full size (ResNet-50 at 224, 23 epochs), a GPU job; "
                       "on a CPU start from `uspl demo` or a small config (see README)", file=sys.stderr)
         path = model.default_path
         ev = (lambda m: evaluate_dataset(m, val_ds, path=path, device=env.device)) if val_ds is not None else None
-        st = model.fit(train_ds, a.out, evaluate=ev, resume=a.resume, max_steps=a.max_steps, progress=not a.no_progress, env=env)
+        st = model.fit(train_ds, out, evaluate=ev, resume=a.resume, max_steps=a.max_steps, progress=not a.no_progress, env=env,
+                       overwrite=a.overwrite)
         if env.main: print(json.dumps(dict(run=str(a.out), method=model.name, steps=st['global_step'], epochs=st['epoch'],
                                            last=st['history'][-1] if st['history'] else None)))
     finally: cleanup_distributed()
@@ -154,17 +218,22 @@ def cmd_eval(a):
     root = check_root(a.dataset, a.root)
     if a.batch_size < 1: raise UsageError(f'--batch-size must be >= 1, got {a.batch_size}')
     if not Path(a.run).is_dir(): raise UsageError(f'run folder not found: {a.run}')
+    dkw = data_options(a)
     import torch
     from uspl.datasets import build_dataset
     from uspl.train import load_run, evaluate_dataset
-    model, ckpt = load_run(a.run, a.checkpoint, a.iteration)
+    model, ckpt = load_run(a.run, a.checkpoint or 'best.pt', a.iteration)
+    if a.checkpoint and Path(ckpt).name != Path(a.checkpoint).name:
+        raise UsageError(f"no checkpoint {a.checkpoint} in run folder {a.run} (it has {Path(ckpt).name})")
     path = a.path or model.default_path
     if path not in model.paths: raise UsageError(f"--path {path}: method {model.name!r} has only {model.paths}")
-    ds = build_dataset(a.dataset, root, a.split, model.cfg)
+    ds = build_dataset(a.dataset, root, a.split, model.cfg, **dkw)
+    skipped = report_skips(ds, f'{a.dataset} {a.split}')
     dev = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     res = evaluate_dataset(model.to(dev), ds, path=path, batch_size=a.batch_size, device=dev)
     keep = {'synthetic': ('miou', 'fscore', 'ciou', 'auc'), 's4': ('miou', 'fscore'), 'vggss': ('ciou', 'auc')}[a.dataset]
-    print(json.dumps({**{k: res[k] for k in keep}, 'n': res['n'], 'method': model.name, 'path': path, 'checkpoint': str(ckpt)}))
+    print(json.dumps({**{k: res[k] for k in keep}, 'n': res['n'], 'method': model.name, 'path': path, 'checkpoint': str(ckpt),
+                      'skipped': skipped}))
 
 def _check_methods(names):
     from uspl.methods import method_names
@@ -177,6 +246,7 @@ def cmd_demo(a):
     _check_methods(a.methods)
     try: size_config(a.size, a.seeds[0])  # the packaged ImageNet weights are installed, or one line saying how to get them
     except FileNotFoundError as e: raise UsageError(str(e)) from None
+    check_out(a.out)
     run_demo(a.out, size=a.size, seeds=a.seeds, methods=a.methods)
 
 def cmd_compare(a):
@@ -186,6 +256,7 @@ def cmd_compare(a):
     if cfg is None:
         try: size_config(a.size, a.seeds[0], not a.no_imagenet)
         except FileNotFoundError as e: raise UsageError(str(e)) from None
+    check_out(a.out)
     run_compare(a.out, a.methods, a.seeds, a.dataset, root, a.size, cfg, imagenet=not a.no_imagenet, progress=not a.no_progress)
 
 def cmd_data(a):
@@ -199,11 +270,21 @@ def cmd_docs(a):
     print(build_docs(a.out))
 
 # %% ../nbs/13_cli.ipynb #c011
-_EXPECTED = (UsageError, ValueError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+_EXPECTED = (UsageError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
              PermissionError, FileExistsError, FloatingPointError)
+
+def _interrupted(a, e) -> str:
+    "The line Ctrl-C ends with: where training stopped and how to continue."
+    if getattr(e, 'run', None) is None: return 'uspl: interrupted'
+    if a is not None and a.cmd == 'train':
+        how = ('continue with the same command plus --resume' if e.saved is not None else 'run the same command to start again')
+    else: how = 'run the same command again to continue (finished runs are reused, this one resumes)'
+    return f'uspl: {e}; {how}'
 
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `uspl` console script."
+    a = None
+    debug = bool(os.environ.get('USPL_DEBUG')) or '--debug' in (sys.argv[1:] if argv is None else argv)
     try:
         a = build_parser().parse_args(argv)
         if a.cmd is None: build_parser().print_help(); return 2
@@ -211,12 +292,12 @@ def main(argv:list[str]|None=None) -> int:
          'docs': cmd_docs}[a.cmd](a)
         return 0
     except _EXPECTED as e:
-        if os.environ.get('USPL_DEBUG') and not isinstance(e, UsageError): raise
+        if debug and not isinstance(e, UsageError): raise
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(msg if msg.startswith('uspl') else f'uspl: error: {msg}', file=sys.stderr)
         raise SystemExit(2)
-    except KeyboardInterrupt:
-        print('uspl: interrupted; the last checkpoint is intact (continue with --resume)', file=sys.stderr)
+    except KeyboardInterrupt as e:
+        print(_interrupted(a, e), file=sys.stderr)
         raise SystemExit(130)
 
 # %% ../nbs/13_cli.ipynb #c014

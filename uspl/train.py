@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train.ipynb #c001
 from __future__ import annotations
-import os, json, math, time, logging
+import os, sys, json, math, time, socket, logging
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple, Callable
@@ -17,9 +17,10 @@ from .core import USPLConfig, atomic_save, atomic_write, seed_everything
 from .metrics import SegMeter, LocMeter
 
 # %% auto #0
-__all__ = ['DistEnv', 'init_distributed', 'cleanup_distributed', 'gather_cat', 'mean_over_processes', 'epoch_batches',
-           'step_generator', 'load_checkpoint', 'load_run', 'make_optimizer', 'LossStep', 'to_device', 'fit',
-           'evaluate_dataset']
+__all__ = ['SAFE_ON_RESUME', 'DistEnv', 'init_distributed', 'cleanup_distributed', 'gather_cat', 'mean_over_processes',
+           'epoch_batches', 'step_generator', 'load_checkpoint', 'load_run', 'make_optimizer', 'RunLocked', 'RunLock',
+           'remove_stale_temps', 'trim_log', 'held_checkpoints', 'prepare_run', 'resume_config', 'LossStep',
+           'to_device', 'TrainingInterrupted', 'fit', 'evaluate_dataset']
 
 # %% ../nbs/10_train.ipynb #c006
 class DistEnv(NamedTuple):
@@ -137,6 +138,129 @@ def make_optimizer(model:nn.Module, cfg:USPLConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'adam' or 'sgd'")
 
 # %% ../nbs/10_train.ipynb #c023
+class RunLocked(BlockingIOError):
+    "Another live process owns the run folder."
+
+def _pid_alive(pid:int) -> bool:
+    "Whether process `pid` runs on this machine (a zombie counts as gone)."
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True
+    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
+    except (OSError, IndexError): return True
+
+class _FolderGuard:
+    "An advisory lock of a folder for a few system calls (`flock`; a no-op where fcntl is missing)."
+    def __init__(self, folder): self.folder = folder
+    def __enter__(self):
+        try: import fcntl
+        except ImportError: self.fd = None; return self
+        self.fd = os.open(self.folder, os.O_RDONLY); fcntl.flock(self.fd, fcntl.LOCK_EX); return self
+    def __exit__(self, *exc):
+        if self.fd is not None: os.close(self.fd)  # closing releases the flock
+
+class RunLock:
+    "`RUN/.lock`: the PID and host of the one process that writes into a run folder."
+    def __init__(self, run:str|Path, # the run folder (must exist)
+                 notice:Callable=lambda s: print(s, file=sys.stderr)): # where the takeover of a stale lock is said
+        self.run, self.path, self.notice, self.held = Path(run), Path(run)/'.lock', notice, False
+
+    def owner(self) -> dict|None:
+        "The recorded owner {'pid', 'host'}, or None when the lock is absent or unreadable."
+        try: d = json.loads(self.path.read_text())
+        except (OSError, ValueError): return None
+        return d if isinstance(d, dict) and isinstance(d.get('pid'), int) else None
+
+    def acquire(self) -> 'RunLock':
+        "Create the lock; take over a stale one (with a notice); raise `RunLocked` if a live process holds it."
+        me = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime('%Y-%m-%d %H:%M:%S'))
+        with _FolderGuard(self.run):
+            if self.path.exists():
+                o = self.owner()
+                if o is not None and o.get('host') != me['host']:
+                    raise RunLocked(f"run folder {self.run} is locked by process {o['pid']} on host {o.get('host')}; "
+                                    f"if that process is gone, delete {self.path}")
+                if o is not None and _pid_alive(o['pid']):
+                    raise RunLocked(f"run folder {self.run} is in use by process {o['pid']} (since {o.get('started', '?')}); "
+                                    f"wait for it to finish, or write into another folder")
+                self.notice(f"uspl: notice: taking over the stale lock of {self.run} "
+                            f"({'process ' + str(o['pid']) + ' is gone' if o else 'unreadable lock file'})")
+                self.path.unlink()
+            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+            with os.fdopen(fd, 'w') as f: f.write(json.dumps(me))
+        self.held = True
+        return self
+
+    def release(self):
+        "Remove the lock if this process holds it."
+        if self.held and (o := self.owner()) is not None and o['pid'] == os.getpid(): self.path.unlink(missing_ok=True)
+        self.held = False
+
+    def __enter__(self): return self.acquire()
+    def __exit__(self, *exc): self.release()
+
+# %% ../nbs/10_train.ipynb #c025
+_RUN_FILES = ('last.pt', 'best.pt', 'log.jsonl', 'config.json', 'done.json')
+
+def remove_stale_temps(run:str|Path) -> list:
+    "Delete the temporary files killed `atomic_write`s left in `run` (`.NAME.*.tmp`); return their names."
+    gone = []
+    for p in Path(run).glob('.*.tmp'):
+        if p.is_file(): p.unlink(missing_ok=True); gone.append(p.name)
+    return gone
+
+def trim_log(path:str|Path, # a run's log.jsonl
+             step:int, # global step of the checkpoint resumed from
+             epoch:int, # epochs finished at that checkpoint
+            ) -> int: # lines removed
+    "Cut a run's log back to a checkpoint: step lines after `step`, epoch lines after `epoch` and torn lines go."
+    path = Path(path)
+    if not path.is_file(): return 0
+    lines = path.read_text().splitlines()
+    def keep(l):
+        try: r = json.loads(l)
+        except ValueError: return False
+        if not isinstance(r, dict): return False
+        return r.get('epoch', 0) <= epoch if r.get('kind') == 'epoch' else r.get('step', 0) <= step
+    kept = [l for l in lines if keep(l)]
+    if len(kept) != len(lines): atomic_write(path, lambda f: f.write(''.join(l + '\n' for l in kept).encode()))
+    return len(lines) - len(kept)
+
+def held_checkpoints(run:str|Path) -> list:
+    "The checkpoints a run folder holds: a folder with one holds a run (a folder with none has nothing to lose)."
+    return [n for n in ('last.pt', 'best.pt') if (Path(run)/n).is_file()]
+
+def prepare_run(run:Path, # the run folder, locked by this process
+                resume:bool, # continue the run it holds
+                overwrite:bool, # replace the run it holds
+               ):
+    "Clean stale temporary files; refuse to replace a run holding checkpoints unless `resume` or `overwrite`."
+    remove_stale_temps(run)
+    ckpts = held_checkpoints(run)
+    if resume or not ckpts: return
+    if not overwrite:
+        raise FileExistsError(f"{run} already holds a run ({', '.join(ckpts)}): pass resume=True to continue it "
+                              f"or overwrite=True to start it over")
+    for n in _RUN_FILES: (run/n).unlink(missing_ok=True)
+
+# %% ../nbs/10_train.ipynb #c028
+SAFE_ON_RESUME = ('epochs', 'lr', 'ckpt_every', 'num_workers', 'eval_path') # fields a resumed run may change
+
+def resume_config(saved:USPLConfig, # the run's config (its config.json)
+                  given:USPLConfig|None=None, # a config given again (None: resume with `saved`)
+                  run:str|Path='the run', # named in the error
+                 ) -> tuple: # (config to resume with, {field: (saved, given)} of the safe changes)
+    "The config a resumed run continues with; a change outside `SAFE_ON_RESUME` raises, naming the fields."
+    if given is None: return saved, {}
+    a, b = saved.flat(), given.flat()
+    changed = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
+    bad = {k: v for k, v in changed.items() if k not in SAFE_ON_RESUME}
+    if bad:
+        raise ValueError(f"cannot resume {run} with a changed config: " + ', '.join(f'{k} {x!r} -> {y!r}' for k, (x, y) in bad.items())
+                         + f" (on resume only {', '.join(SAFE_ON_RESUME)} may change; train into a new folder instead)")
+    return given, changed
+
+# %% ../nbs/10_train.ipynb #c031
 class LossStep(nn.Module):
     "Wraps a model so that `forward` computes its training losses (what DDP synchronises)."
     def __init__(self, model:nn.Module):
@@ -159,43 +283,83 @@ def _fetch_losses(losses:dict, epoch:int, step:int, gstep:int) -> dict:
                                  "lower the learning rate or check the inputs; the last checkpoint is intact")
     return d
 
-# %% ../nbs/10_train.ipynb #c024
+# %% ../nbs/10_train.ipynb #c032
+class TrainingInterrupted(KeyboardInterrupt):
+    "Ctrl-C during `fit`: says where the run stopped and which checkpoint it continues from."
+    def __init__(self, run:Path, step:int, saved:int|None):
+        self.run, self.step, self.saved = run, step, saved
+        where = (f"{run/'last.pt'} (global step {saved}) is intact" if saved is not None
+                 else "no checkpoint was written yet (nothing to resume)")
+        super().__init__(f"interrupted at global step {step}; {where}")
+
+def _broadcast_error(env:DistEnv, err:BaseException|None):
+    "Raise `err` of the main process in every process (a refusal must not leave the others waiting)."
+    if env.world > 1:
+        msg = [f'{type(err).__name__}: {err}' if err is not None else None]
+        dist.broadcast_object_list(msg, src=0)
+        if err is None and msg[0] is not None: raise RunLocked(f'the main process stopped: {msg[0]}')
+    if err is not None: raise err
+
 def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict` (a `uspl.methods.Method`)
         train_ds:Dataset, # dataset of dict samples
         cfg:USPLConfig, # uses seed, batch_size, lr, weight_decay, warmup_epochs + epochs, num_workers, ckpt_every
-        out:str|Path, # run folder: last.pt, best.pt, config.json, log.jsonl
+        out:str|Path, # run folder: last.pt, best.pt, config.json, log.jsonl (locked by `.lock` while training)
         evaluate:Callable|None=None, # evaluate(model) -> dict of validation metrics (called on the main process)
         monitor:str='miou', # validation metric whose best value selects best.pt
         resume:bool=False, # continue from out/last.pt
         max_steps:int|None=None, # stop (after checkpointing) once this many global steps are done
         progress:bool=True, # tqdm progress bars (main process only)
         env:DistEnv|None=None, # process placement; from `init_distributed()` when None
+        overwrite:bool=False, # replace a run the folder already holds (otherwise refused unless `resume`)
        ) -> dict:
     "Train `model` for `cfg.warmup_epochs + cfg.epochs` epochs; return the final state (history included)."
     env = env or init_distributed()
-    out = Path(out); out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-    model = model.to(env.device)
-    if env.world > 1 and env.device.type == 'cuda' and cfg.sync_bn: model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-    opt = make_optimizer(model, cfg)
+    out = Path(out)
+    lock, err = None, None
+    if env.main:
+        try:
+            if out.exists() and not out.is_dir(): raise NotADirectoryError(f'run folder {out} is a file, not a folder')
+            try: out.mkdir(parents=True, exist_ok=True)
+            except OSError as e: raise type(e)(f'cannot create the run folder {out}: {e.strerror or e}') from None
+            lock = RunLock(out).acquire()
+            prepare_run(out, resume, overwrite)
+        except OSError as e:  # RunLocked included
+            if lock: lock.release()
+            err = e
+        except BaseException:
+            if lock: lock.release()
+            raise
+    _broadcast_error(env, err)
+    log, saved = None, None
     state = dict(epoch=0, step_in_epoch=0, global_step=0, history=[], best=None)
-    if resume:
-        ck = load_checkpoint(out/'last.pt')
-        model.load_state_dict(ck['model']); opt.load_state_dict(ck['optim'])
-        state = {k: ck[k] for k in state}
-        torch.set_rng_state(ck['rng'])
-    elif env.main: cfg.save(out/'config.json')
-    step_fn = LossStep(model)
-    if env.world > 1:
-        step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=[env.device] if env.device.type == 'cuda' else None,
-                                                      find_unused_parameters=True)
-    total = cfg.warmup_epochs + cfg.epochs
-    def save(name='last.pt'):
-        if env.main:
-            atomic_save(dict(model=model.state_dict(), optim=opt.state_dict(), cfg=cfg.to_dict(), rng=torch.get_rng_state(),
-                             **state), out/name)
-    log = open(out/'log.jsonl', 'a') if env.main else None
     try:
+        seed_everything(cfg.seed)
+        model = model.to(env.device)
+        if env.world > 1 and env.device.type == 'cuda' and cfg.sync_bn: model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        opt = make_optimizer(model, cfg)
+        if resume:
+            ck = load_checkpoint(out/'last.pt')
+            try: model.load_state_dict(ck['model']); opt.load_state_dict(ck['optim'])
+            except (RuntimeError, ValueError, KeyError) as e:
+                raise ValueError(f"checkpoint {out/'last.pt'} does not fit this model and config "
+                                 f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
+            state = {k: ck[k] for k in state}
+            torch.set_rng_state(ck['rng'])
+            saved = state['global_step']
+            if env.main: trim_log(out/'log.jsonl', state['global_step'], state['epoch'])
+        if env.main: cfg.save(out/'config.json')  # the config of the latest (re)start
+        step_fn = LossStep(model)
+        if env.world > 1:
+            step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=[env.device] if env.device.type == 'cuda' else None,
+                                                          find_unused_parameters=True)
+        total = cfg.warmup_epochs + cfg.epochs
+        def save(name='last.pt'):
+            nonlocal saved
+            if env.main:
+                atomic_save(dict(model=model.state_dict(), optim=opt.state_dict(), cfg=cfg.to_dict(), rng=torch.get_rng_state(),
+                                 **state), out/name)
+            if name == 'last.pt': saved = state['global_step']
+        log = open(out/'log.jsonl', 'a' if resume else 'w') if env.main else None
         while state['epoch'] < total:
             epoch = state['epoch']
             batches = epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch, env.rank, env.world)
@@ -235,10 +399,13 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
                 if progress: tqdm.write(' '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}' for k, v in rec.items()))
             save()
         return state
+    except KeyboardInterrupt:
+        raise TrainingInterrupted(out, state['global_step'], saved) from None
     finally:
         if log: log.close()
+        if lock: lock.release()
 
-# %% ../nbs/10_train.ipynb #c034
+# %% ../nbs/10_train.ipynb #c044
 @torch.no_grad()
 def evaluate_dataset(model:nn.Module, # has `predict(image, audio, path) -> [B,H,W]` probabilities
                      ds:Dataset, # dict samples with 'image', 'audio', 'mask', 'has_mask'
