@@ -102,7 +102,9 @@ def execute_nb(nb:dict, # a notebook (JSON dict)
     client = NotebookClient(node, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(cwd)}})
     env = dict(os.environ, MPLBACKEND='module://matplotlib_inline.backend_inline', PYDEVD_DISABLE_FILE_VALIDATION='1')
     try: client.execute(env=env)
-    except Exception as e: raise RuntimeError(f'docs: notebook {name} failed to execute: {type(e).__name__}: {str(e)[-3000:]}') from None
+    except Exception as e:
+        msg = re.sub(r'\x1b\[[0-9;]*m', '', str(e))   # no terminal colours in the message
+        raise RuntimeError(f'docs: notebook {name} failed to execute: {type(e).__name__}: {msg[-3000:]}') from None
     cells = [dict(c, outputs=r.get('outputs', []), execution_count=r.get('execution_count')) if c['cell_type'] == 'code' else c
              for c, r in zip(nb['cells'], node.cells[1:])]
     return dict(nb, cells=cells, metadata=dict(nb.get('metadata', {}), **({'widgets': node.metadata['widgets']} if 'widgets' in node.metadata else {})))
@@ -204,12 +206,11 @@ _TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
 {%- block html_head_js_mathjax -%}
 <script type="text/x-mathjax-config">
-MathJax.Hub.Config({jax: ["input/TeX", "output/SVG"], extensions: ["tex2jax.js"], messageStyle: "none",
-  TeX: {extensions: ["AMSmath.js", "AMSsymbols.js", "noErrors.js", "noUndefined.js"], equationNumbers: {autoNumber: "none"}},
+MathJax.Hub.Config({messageStyle: "none", showMathMenu: false, menuSettings: {zoom: "None"},
   tex2jax: {inlineMath: [["$", "$"], ["\\(", "\\)"]], displayMath: [["$$", "$$"], ["\\[", "\\]"]], processEscapes: true, processEnvironments: true},
-  menuSettings: {zoom: "None"}, showMathMenu: false, SVG: {linebreaks: {automatic: true}}});
+  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null, linebreaks: {automatic: true}}});
 </script>
-<script src="{{ resources.uspl_prefix }}mathjax/MathJax.js"></script>
+<script src="{{ resources.uspl_prefix }}mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"></script>
 {%- endblock html_head_js_mathjax -%}
 {% block extra_css %}<link rel="stylesheet" href="{{ resources.uspl_prefix }}styles.css">{% endblock extra_css %}
 """
@@ -239,7 +240,7 @@ def page_ids(page:str) -> set:
 
 def link_fixes(pages:dict, # page name -> HTML
               ) -> tuple[dict, list]:
-    "`pages` with in-page links pointed at ids that exist (matched without case), and the links still broken."
+    "`pages` with in-page links pointed at ids that exist (matched without case), else at the page; and those unmatched."
     ids = {n: page_ids(p) for n, p in pages.items()}
     low = {n: {i.lower(): i for i in s} for n, s in ids.items()}
     out, broken = {}, []
@@ -250,7 +251,8 @@ def link_fixes(pages:dict, # page name -> HTML
             t = os.path.normpath(base + target).replace(os.sep, '/') if target else n
             if t not in ids or frag in ids[t]: return m.group(0)
             real = low[t].get(frag.lower())
-            if real is None: broken.append(f'{n}: {target}#{frag}'); return m.group(0)
+            if real is None:   # a name with no rendered doc (private, or a method without `show_doc`): link its page
+                broken.append(f'{n}: {target}#{frag}'); return f'href="{target or os.path.basename(n)}"'
             return f'href="{target}#{html.escape(real)}"'
         out[n] = _HREF.sub(fix, p)
     return out, broken
@@ -347,8 +349,8 @@ def build_docs(out:str|Path='_docs', # folder of the static site (relative to th
                       'images': len(re.findall(r'<img\b', page))})
     _copy_mathjax(out)
     shutil.copy(nbs/'styles.css', out/'styles.css') if (nbs/'styles.css').exists() else (out/'styles.css').write_text('')
-    (out/'pages.json').write_text(json.dumps({'pages': stats, 'site': [n for n, _ in order], 'broken_links': broken}, indent=1))
-    if broken and verbose: print(f'docs: {len(broken)} in-page links point to no anchor: ' + '; '.join(broken[:10]))
+    (out/'pages.json').write_text(json.dumps({'pages': stats, 'site': [n for n, _ in order], 'unanchored': broken}, indent=1))
+    if broken and verbose: print(f'docs: {len(broken)} links to names with no rendered doc point at their page: ' + '; '.join(broken[:10]))
     return out
 
 # %% ../nbs/14_docs.ipynb #c032
