@@ -195,15 +195,22 @@ class ICL(Method):
             evaluate:Callable|None=None, # evaluate(model) -> dict, every epoch of every iteration
             resume:bool=False, # continue: finished iterations are skipped, a killed one resumes from its last.pt
             max_steps:int|None=None, # stop once this many optimiser steps are done over all iterations
-            progress:bool=True, env=None) -> dict:
+            progress:bool=True, env=None,
+            overwrite:bool=False, # replace a run the folder holds (otherwise refused unless `resume`)
+           ) -> dict:
         "Train `cfg.iterations` iterations, each a `uspl.train.fit` run in `out/iter-k` with the pseudo-labels of iteration k-1's model."
         from uspl.train import fit, init_distributed, load_checkpoint
         env = env or init_distributed()
         out, ds = Path(out), IndexedDataset(train_ds)
         out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            held = sorted(str(p.relative_to(out)) for n in ('last.pt', 'best.pt') for p in out.glob(f'iter-*/{n}'))
+            if held and not overwrite:
+                raise FileExistsError(f"{out} already holds a run ({', '.join(held)}): pass resume=True to continue it "
+                                      f"or overwrite=True to start it over")
+            if env.main:  # a fresh run: the markers of an earlier one go (each iteration's fit replaces its own files)
+                for f in [*out.glob('iter-*/done.json'), *out.glob('iter-*/pseudo.pt')]: f.unlink()
         if env.main and not (resume and (out/'config.json').is_file()): self.cfg.save(out/'config.json')
-        if not resume and env.main:
-            for f in [*out.glob('iter-*/done.json'), *out.glob('iter-*/pseudo.pt')]: f.unlink()  # a fresh run: stale markers go
         done, trained = [], False  # per-iteration states; whether the model in memory is the previous iteration's
         for k in range(self.cfg.iterations):
             d, ck_cfg = out/f'iter-{k}', self.iteration_config(k)
@@ -222,8 +229,9 @@ class ICL(Method):
                     if env.main: p.save(pf)
                 self.pseudo = p.to(env.device)
             try:
-                st = fit(self, ds, ck_cfg, d, evaluate=evaluate, resume=resume and (d/'last.pt').is_file(),
-                         max_steps=left, progress=progress, env=env)
+                again = resume and (d/'last.pt').is_file()  # a begun iteration continues; one not begun starts in its folder
+                st = fit(self, ds, ck_cfg, d, evaluate=evaluate, resume=again, max_steps=left, progress=progress, env=env,
+                         overwrite=overwrite or (resume and not again))
             finally: self.pseudo = None
             st = dict(global_step=st['global_step'], epoch=st['epoch'], history=st['history'])
             done.append(st); trained = True
@@ -244,7 +252,10 @@ class ICL(Method):
                      ) -> Path:
         "The checkpoint of iteration `iteration` of a run: `name`, else `last.pt`."
         run = Path(run)
+        try: n = int(json.loads((run/'config.json').read_text())['icl']['iterations'])  # folders of a longer earlier run are not this run's
+        except (OSError, ValueError, KeyError, TypeError): n = None
         its = sorted(int(p.name[5:]) for p in run.glob('iter-*') if p.name[5:].isdigit() and p.is_dir())
+        its = [k for k in its if n is None or k < n]
         if iteration is None:
             fin = [k for k in its if (run/f'iter-{k}'/'done.json').is_file()]
             began = [k for k in its if (run/f'iter-{k}'/'last.pt').is_file()]
