@@ -138,6 +138,8 @@ def check_out(path:str, flag:str='--out') -> Path:
     if not q.is_dir(): raise UsageError(f'{flag} {path} cannot be created: {q} is a file')
     if q != p.absolute() and not os.access(q, os.W_OK | os.X_OK): raise UsageError(f'{flag} {path} cannot be created: {q} is not writable')
     if p.is_dir() and not os.access(p, os.W_OK | os.X_OK): raise UsageError(f'{flag} {path} is not writable')
+    try: p.mkdir(parents=True, exist_ok=True)
+    except OSError as e: raise UsageError(f'{flag} {path}: cannot create the folder ({e.strerror or e})') from None
     return p
 
 def data_options(a) -> dict:
@@ -198,6 +200,8 @@ def cmd_train(a):
     try:
         train_ds = build_dataset(a.dataset, root, 'train', cfg, **dkw)
         val_ds = build_dataset(a.dataset, root, 'val' if a.dataset != 'vggss' else 'test', cfg, **dkw)
+        if len(train_ds) < cfg.batch_size:
+            raise UsageError(f'the {a.dataset} training set has {len(train_ds)} samples, fewer than one batch (batch_size={cfg.batch_size})')
         if env.main:
             report_skips(train_ds, f'{a.dataset} train'); report_skips(val_ds, f"{a.dataset} {'val' if a.dataset != 'vggss' else 'test'}")
         seed_everything(cfg.seed); model = build_method(cfg)  # the same initial weights in every process and run

@@ -1,0 +1,192 @@
+"""Bad input gives one line and exit code 2, run folders are owned and never mixed, data problems are counted (issue 18).
+
+The CLI runs in-process (`uspl.cli.main`) on tiny configs; subprocesses only where a second process or a signal is the point."""
+import contextlib, io, json, os, signal, subprocess, sys, time
+from pathlib import Path
+import numpy as np
+import pytest
+import torch
+from uspl.cli import main
+
+TINY = {"img_size": 64, "visual_backbone": "resnet18", "audio_encoder": "vggish_small", "embed_dim": 32, "aff_dim": 16,
+        "fpn_dim": 16, "head_dim": 16, "aspp_dim": 8, "batch_size": 4, "synth_train": 16, "synth_val": 8, "synth_test": 8,
+        "warmup_epochs": 1, "epochs": 1, "num_workers": 0, "radius": 3, "pamr_iters": 3}
+
+def cli(*argv):
+    "Run `uspl ARGV` in this process: (exit code, stdout, stderr)."
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try: code = main([str(a) for a in argv])
+        except SystemExit as e: code = e.code
+    return code, out.getvalue(), err.getvalue()
+
+def one_line_error(code, err, phrase):
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert 'Traceback' not in err, err
+    assert len(lines) == 1 and lines[0].startswith('uspl'), err
+    assert phrase in lines[0], err
+
+@pytest.fixture(scope='module')
+def W(tmp_path_factory):
+    "The shared material: config files, a finished tiny run, dataset roots in both layouts, a file, an empty folder."
+    d = tmp_path_factory.mktemp('errors')
+    def cfg(name, **kw):
+        p = d/f'{name}.json'; p.write_text(json.dumps({**TINY, **kw})); return p
+    w = dict(d=d, cfg=cfg, tiny=cfg('tiny'), file=d/'a_file', empty=d/'empty')
+    w['file'].write_text('x'); w['empty'].mkdir()
+    code, out, err = cli('train', '--out', d/'run', '--config', w['tiny'], '--no-progress', '--device', 'cpu', '--max-steps', '2')
+    assert code == 0, err
+    w['run'] = d/'run'
+    from uspl.core import USPLConfig
+    from uspl.synthetic import SyntheticScenes, write_synthetic
+    c = USPLConfig.from_dict(TINY)
+    splits = {s: SyntheticScenes.from_config(c, s, n) for s, n in (('train', 4), ('val', 4), ('test', 4))}
+    write_synthetic(splits, d/'s4', 's4', audio_sec=5.0)
+    write_synthetic({s: splits[s] for s in ('train', 'test')}, d/'vggss', 'vggss', audio_sec=3.0)
+    w['s4'], w['vggss'] = d/'s4', d/'vggss'
+    return w
+
+def _train(w, *extra, out=None, cfg=None):
+    return ('train', '--out', out or w['d']/'new', '--config', cfg or w['tiny'], '--no-progress', '--device', 'cpu') + extra
+
+# (case, argv from the shared material, the phrase the one line must contain)
+CASES = [
+    ('empty folder as S4 root', lambda w: _train(w, '--dataset', 's4', '--root', w['empty']), 'no s4_meta_data.csv'),
+    ('empty folder as VGGSS root', lambda w: _train(w, '--dataset', 'vggss', '--root', w['empty']), 'vggss.json'),
+    ('S4 layout given as VGGSS', lambda w: _train(w, '--dataset', 'vggss', '--root', w['s4']), 'vggss.json'),
+    ('VGGSS layout given as S4', lambda w: _train(w, '--dataset', 's4', '--root', w['vggss']), 'no s4_meta_data.csv'),
+    ('empty S4 root at eval', lambda w: ('eval', '--run', w['run'], '--dataset', 's4', '--root', w['empty']), 'no s4_meta_data.csv'),
+    ('string batch_size', lambda w: _train(w, cfg=w['cfg']('c1', batch_size='4')), 'batch_size'),
+    ('lambdas of length 2', lambda w: _train(w, cfg=w['cfg']('c2', lambdas=[0.1, 0.9])), 'lambdas'),
+    ('batch_size 1', lambda w: _train(w, cfg=w['cfg']('c3', batch_size=1)), 'batch_size'),
+    ('negative batch_size', lambda w: _train(w, cfg=w['cfg']('c4', batch_size=-4)), 'batch_size'),
+    ('negative lr', lambda w: _train(w, cfg=w['cfg']('c5', lr=-1e-3)), 'lr'),
+    ('epochs 0', lambda w: _train(w, cfg=w['cfg']('c6', epochs=0)), 'epochs'),
+    ('epochs -1', lambda w: _train(w, cfg=w['cfg']('c7', epochs=-1)), 'epochs'),
+    ('epochs 1.5', lambda w: _train(w, cfg=w['cfg']('c8', epochs=1.5)), 'epochs'),
+    ('symmetric "no"', lambda w: _train(w, cfg=w['cfg']('c9', symmetric='no')), 'symmetric'),
+    ('unknown optimizer', lambda w: _train(w, cfg=w['cfg']('c10', optimizer='lamb')), 'optimizer'),
+    ('unknown freeze_bn', lambda w: _train(w, cfg=w['cfg']('c11', freeze_bn='some')), 'freeze_bn'),
+    ('drop 1.5', lambda w: _train(w, cfg=w['cfg']('c12', drop=1.5)), 'drop'),
+    ('beta -1', lambda w: _train(w, cfg=w['cfg']('c13', beta=-1)), 'beta'),
+    ('img_size 8', lambda w: _train(w, cfg=w['cfg']('c14', img_size=8)), 'img_size'),
+    ('eval_path unknown', lambda w: _train(w, cfg=w['cfg']('c15', eval_path='fine')), 'eval_path'),
+    ('unknown backbone', lambda w: _train(w, cfg=w['cfg']('c16', visual_backbone='resnet_nope')), 'resnet_nope'),
+    ('batch_size above the dataset', lambda w: _train(w, cfg=w['cfg']('c17', batch_size=32)), 'fewer than one batch'),
+    ('--out is a file', lambda w: _train(w, out=w['file']), 'is a file'),
+    ('--out under a file', lambda w: _train(w, out=w['file']/'run'), 'is a file'),
+    ('--out not creatable', lambda w: _train(w, out='/proc/uspl_run/x'), 'cannot create'),
+    ('demo --out is a file', lambda w: ('demo', '--size', 'tiny', '--out', w['file']), 'is a file'),
+    ('--max-steps 0', lambda w: _train(w, '--max-steps', '0'), '--max-steps'),
+    ('--max-steps -1', lambda w: _train(w, '--max-steps', '-1'), '--max-steps'),
+    ('eval --batch-size 0', lambda w: ('eval', '--run', w['run'], '--batch-size', '0'), '--batch-size'),
+    ('eval --batch-size -3', lambda w: ('eval', '--run', w['run'], '--batch-size', '-3'), '--batch-size'),
+    ('eval --checkpoint nope.pt', lambda w: ('eval', '--run', w['run'], '--checkpoint', 'nope.pt'), 'nope.pt'),
+    ('finished run without --resume', lambda w: _train(w, out=w['run']), 'already holds a run'),
+    ('--resume and --overwrite', lambda w: _train(w, '--resume', '--overwrite', out=w['run']), '--overwrite'),
+    ('--resume of a folder without run', lambda w: _train(w, '--resume', out=w['empty']), 'nothing to resume'),
+    ('--resume changing the model', lambda w: _train(w, '--resume', out=w['run'], cfg=w['cfg']('c18', img_size=96, embed_dim=64)),
+     'img_size 64 -> 96'),
+    ('--resume changing the method', lambda w: _train(w, '--resume', '--method', 'ezvsl', out=w['run']), "method 'uspl' -> 'ezvsl'"),
+    ('--skip-bad on synthetic', lambda w: _train(w, '--skip-bad'), '--skip-bad applies'),
+    ('--binarize on VGGSS', lambda w: ('eval', '--run', w['run'], '--dataset', 'vggss', '--root', w['vggss'], '--binarize'), '--binarize applies'),
+]
+
+@pytest.mark.parametrize('case,argv,phrase', CASES, ids=[c[0] for c in CASES])
+def test_bad_input_is_one_line(W, case, argv, phrase):
+    one_line_error(*cli(*argv(W))[::2], phrase)
+    assert not (W['d']/'new'/'last.pt').exists()
+
+def test_truncated_checkpoint_on_resume(W, tmp_path):
+    run = tmp_path/'run'
+    run.mkdir(); (run/'config.json').write_text((W['run']/'config.json').read_text())
+    (run/'last.pt').write_bytes((W['run']/'last.pt').read_bytes()[:1000])
+    one_line_error(*cli(*_train(W, '--resume', out=run))[::2], 'last.pt')
+    assert not (run/'.lock').exists()
+
+def _copy_run(src, dst):
+    dst.mkdir()
+    for p in src.iterdir(): (dst/p.name).write_bytes(p.read_bytes())
+    return dst
+
+def test_resume_takes_the_saved_config(W, tmp_path):
+    "No --config on resume: the run's config.json (a tiny model), not the defaults (a size-mismatch before)."
+    run = _copy_run(W['run'], tmp_path/'run')
+    (run/'.last.pt.x1y2.tmp').write_bytes(b'half a checkpoint')  # a killed write
+    code, out, err = cli('train', '--out', run, '--resume', '--no-progress', '--device', 'cpu', '--max-steps', '3')
+    assert code == 0, err
+    assert json.loads(out.strip().splitlines()[-1])['steps'] == 3
+    assert not list(run.glob('.*.tmp')) and not (run/'.lock').exists()
+    steps = [json.loads(l)['step'] for l in (run/'log.jsonl').read_text().splitlines() if '"kind"' not in l]
+    assert steps == [1, 2, 3]
+
+def test_resume_cuts_the_log_back(W, tmp_path):
+    "Steps logged after the last checkpoint (a kill) appear once after the resume."
+    run = _copy_run(W['run'], tmp_path/'run')
+    with open(run/'log.jsonl', 'a') as f: f.write(json.dumps(dict(epoch=0, step=3, loss=9.0)) + '\n{"epoch": 0, "st')
+    code, out, err = cli(*_train(W, '--resume', '--max-steps', '4', out=run))
+    assert code == 0, err
+    rows = [json.loads(l) for l in (run/'log.jsonl').read_text().splitlines() if '"kind"' not in l]
+    assert [r['step'] for r in rows] == [1, 2, 3, 4] and rows[2]['loss'] != 9.0
+
+def test_resume_allows_safe_changes_with_a_notice(W, tmp_path):
+    run = _copy_run(W['run'], tmp_path/'run')
+    code, out, err = cli(*_train(W, '--resume', '--max-steps', '3', out=run, cfg=W['cfg']('safe', epochs=2, lr=5e-4)))
+    assert code == 0, err
+    assert 'uspl: notice: resuming' in err and 'epochs 1 -> 2' in err and 'lr' in err
+    assert json.loads((run/'config.json').read_text())['train']['epochs'] == 2  # the next resume continues with it
+
+def test_overwrite_starts_over(W, tmp_path):
+    run = _copy_run(W['run'], tmp_path/'run')
+    code, out, err = cli(*_train(W, '--overwrite', '--max-steps', '1', out=run))
+    assert code == 0, err
+    assert len((run/'log.jsonl').read_text().splitlines()) == 1
+
+def test_eval_of_an_ezvsl_run(W, tmp_path):
+    code, out, err = cli(*_train(W, '--method', 'ezvsl', '--max-steps', '1', out=tmp_path/'ez'))
+    assert code == 0, err
+    code, out, err = cli('eval', '--run', tmp_path/'ez', '--split', 'test')
+    assert code == 0, err
+    r = json.loads(out)
+    assert r['method'] == 'ezvsl' and r['n'] == 8 and r['skipped'] == []
+
+def _holder(run):
+    "A second process that holds the run folder's lock until it is killed."
+    code = f"from uspl.train import RunLock; import time; RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(600)"
+    p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == 'held'
+    return p
+
+def test_second_writer_refuses(W, tmp_path):
+    run = _copy_run(W['run'], tmp_path/'run')
+    p = _holder(run)
+    try:
+        code, out, err = cli(*_train(W, '--resume', out=run))
+        one_line_error(code, err, f'in use by process {p.pid}')
+    finally: p.kill(); p.wait()
+    # the holder is gone (kill -9 leaves its lock behind): the next writer takes it over, and says so
+    assert (run/'.lock').exists()
+    code, out, err = cli(*_train(W, '--resume', '--max-steps', '3', out=run))
+    assert code == 0, err
+    assert 'stale lock' in err and str(p.pid) in err and not (run/'.lock').exists()
+
+def test_ctrl_c_is_one_line_exit_130(W, tmp_path):
+    "SIGINT to the process group (a terminal's Ctrl-C) mid-training, data-loader workers included."
+    cfg = W['cfg']('ctrlc', num_workers=2, ckpt_every=1, epochs=20, synth_train=64)
+    run = tmp_path/'run'
+    exe = [sys.executable, '-m', 'uspl.cli', 'train', '--out', str(run), '--config', str(cfg), '--no-progress', '--device', 'cpu']
+    p = subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         env=dict(os.environ, OMP_NUM_THREADS='1'))
+    t0 = time.time()
+    while not (run/'last.pt').exists() and time.time() - t0 < 120 and p.poll() is None: time.sleep(0.2)
+    time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGINT)
+    out, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert 'Traceback' not in err, err
+    last = err.strip().splitlines()[-1]
+    assert 'is intact' in last and '--resume' in last, err
+    assert not (run/'.lock').exists() and not list(run.glob('.*.tmp'))
+    ck = torch.load(run/'last.pt', map_location='cpu', weights_only=False)
+    assert f"global step {ck['global_step']}" in last
