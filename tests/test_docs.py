@@ -122,11 +122,11 @@ def test_site_widgets_page(site, served, browser):
     "The widgets page: its figure and the viewer's snapshot (panels as images, the sliders at their values) and maths."
     errors, remote, got = _load(browser, served + 'widgets.html')
     assert not errors and not remote, errors + remote
-    assert len(got['images']) >= 3, got['images']          # the plot_maps figure + the viewer's panels
+    assert len(got['images']) >= 3, got['images']          # the viewer's panels
     assert got['formulas'] >= 1
     dom = (site/'widgets.html').read_text()
     assert re.search(r'class="widget-slider"><span class="widget-desc">β</span>', dom), 'no β slider in the snapshot'
-    assert 'id="RefineViewer"' in dom and 'id="plot_maps"' in dom
+    assert 'id="RefineViewer"' in dom
 
 def test_site_index_page(site, served, browser):
     errors, remote, got = _load(browser, served + 'index.html')

@@ -459,7 +459,4 @@ d = { 'settings': { 'branch': 'main',
                               'uspl.widgets.RefineViewer.iou': ('widgets.html#refineviewer.iou', 'uspl/widgets.py'),
                               'uspl.widgets.RefineViewer.transition': ('widgets.html#refineviewer.transition', 'uspl/widgets.py'),
                               'uspl.widgets.RefineViewer.update': ('widgets.html#refineviewer.update', 'uspl/widgets.py'),
-                              'uspl.widgets._edges': ('widgets.html#_edges', 'uspl/widgets.py'),
-                              'uspl.widgets._iou': ('widgets.html#_iou', 'uspl/widgets.py'),
-                              'uspl.widgets._png': ('widgets.html#_png', 'uspl/widgets.py'),
-                              'uspl.widgets.plot_maps': ('widgets.html#plot_maps', 'uspl/widgets.py')}}}
+                              'uspl.widgets._iou': ('widgets.html#_iou', 'uspl/widgets.py')}}}
