@@ -69,35 +69,44 @@ def _pair_slices(H:int, W:int, dy:int, dx:int):
     return (slice(y0, y1), slice(x0, x1)), (slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx))
 
 class _PairL1(torch.autograd.Function):
-    "L1 distances ||f_p - f_(p+o)||_1 [B,len(offs),H,W] (0 where p+o is outside); the backward recomputes the signs."
+    "L1 distances ||f_p - f_(p+o)||_1 [B,len(offs),H,W] (0 where p+o is outside), channels-last; the backward recomputes the signs."
     @staticmethod
     def forward(ctx, feats, offs):
         B, C, H, W = feats.shape
+        x = feats.permute(0, 2, 3, 1).contiguous()                     # [B,H,W,C]: each pixel's C values contiguous
         d = feats.new_zeros(B, len(offs), H, W)
-        for b in _chunks(feats):  # samples in chunks of ~64 MB: bounded temporaries
+        for b in _chunks(x):
+            xb = x[b]
             for k, (dy, dx) in enumerate(offs):
                 if (s := _pair_slices(H, W, dy, dx)) is None: continue
                 (ys, xs), (yt, xt) = s
-                d[b, k, ys, xs] = torch.linalg.vector_norm(feats[b, :, ys, xs] - feats[b, :, yt, xt], ord=1, dim=1)
-        ctx.save_for_backward(feats); ctx.offs = offs
+                d[b, k, ys, xs] = (xb[:, ys, xs] - xb[:, yt, xt]).abs_().sum(-1)
+        ctx.save_for_backward(x); ctx.offs = offs
         return d
 
     @staticmethod
     @once_differentiable
     def backward(ctx, gd):
-        feats, = ctx.saved_tensors
-        H, W = feats.shape[-2:]
-        gf = torch.zeros_like(feats)
-        for b in _chunks(feats):
+        x, = ctx.saved_tensors
+        H, W = x.shape[1:3]
+        g = torch.zeros_like(x)
+        chunks = _chunks(x); buf = x.new_empty(x[chunks[0]].numel())  # one buffer for every pass's signs
+        for b in chunks:
+            xb, gb = x[b], g[b]
             for k, (dy, dx) in enumerate(ctx.offs):
                 if (s := _pair_slices(H, W, dy, dx)) is None: continue
                 (ys, xs), (yt, xt) = s
-                g = torch.sign(feats[b, :, ys, xs] - feats[b, :, yt, xt]).mul_(gd[b, k, None, ys, xs])
-                gf[b, :, ys, xs] += g; gf[b, :, yt, xt] -= g
-        return gf, None
+                src, dst = xb[:, ys, xs], xb[:, yt, xt]
+                t = torch.sub(src, dst, out=buf[:src.numel()].view(src.shape)).sign_()
+                gk = gd[b, k, ys, xs, None]
+                gb[:, ys, xs].addcmul_(t, gk); gb[:, yt, xt].addcmul_(t, gk, value=-1)  # both ends of each pair
+        return g.permute(0, 3, 1, 2), None
 
-def _chunks(x:Tensor, nbytes:int=2**26):
+_CHUNK_BYTES = {'cpu': 2**22} # bytes of features per chunk: on a CPU one 56x56x256 sample (its pairs stay in cache); elsewhere 64 MB
+
+def _chunks(x:Tensor, nbytes:int|None=None):
     "Slices of the batch dimension of `x` with about `nbytes` per chunk (at least one sample)."
+    nbytes = nbytes or _CHUNK_BYTES.get(x.device.type, 2**26)
     n = max(1, nbytes // max(1, x[:1].numel() * x.element_size()))
     return [slice(i, i + n) for i in range(0, x.shape[0], n)]
 

@@ -1,0 +1,107 @@
+"""Benchmark of Eq. 3 (`uspl.affinity.local_affinity`'s pairwise L1 distances), forward and backward, against the
+kit's previous implementation (kept below as `RefPairL1`: channels-first, loops over offsets on chunks of ~64 MB of
+samples), and against a matrix product with the same multiply-add count.
+
+    python benchmarks/bench_affinity.py [--threads 2] [--batch 8] [--size 56] [--dim 256] [--radius 7] [--runs 5]
+
+Default: the paper's SMR at 224 input (56x56 grid, 256-d features, r=7: 145 offsets, 72 computed, the rest mirrored).
+Timing is interleaved (in each round, every variant runs once in turn, so a change in machine load hits all alike);
+each ratio is the median over rounds of the per-round ratio. Goal (issue: Eq. 3 near the machine's limit): the new
+forward and backward each >= 6x faster than the reference. The values agree to float32 tolerance (printed).
+
+Equal-work matrix product: Eq. 3 here does sum_k (valid pairs of offset k) * C abs-diff-adds per sample; the matrix
+product [B*H*W, C] @ [C, 72] does B*H*W*C*72 multiply-adds (the same up to the border pairs): its time is a rough
+lower bound for what a fused kernel could reach on this machine.
+"""
+from __future__ import annotations
+import argparse, platform, statistics, time
+import torch
+from torch.autograd.function import once_differentiable
+from uspl.affinity import _PairL1, _pair_slices
+from uspl.trimap import radius_offsets
+
+GOAL = 6.0
+
+class RefPairL1(torch.autograd.Function):
+    "The previous implementation (reference): channels-first, over chunks of samples of ~64 MB."
+    @staticmethod
+    def forward(ctx, feats, offs):
+        B, C, H, W = feats.shape
+        d = feats.new_zeros(B, len(offs), H, W)
+        n = max(1, 2**26 // (feats[:1].numel() * feats.element_size()))
+        for i in range(0, B, n):
+            b = slice(i, i + n)
+            for k, (dy, dx) in enumerate(offs):
+                if (s := _pair_slices(H, W, dy, dx)) is None: continue
+                (ys, xs), (yt, xt) = s
+                d[b, k, ys, xs] = torch.linalg.vector_norm(feats[b, :, ys, xs] - feats[b, :, yt, xt], ord=1, dim=1)
+        ctx.save_for_backward(feats); ctx.offs = offs
+        return d
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gd):
+        feats, = ctx.saved_tensors
+        B, C, H, W = feats.shape
+        gf = torch.zeros_like(feats)
+        n = max(1, 2**26 // (feats[:1].numel() * feats.element_size()))
+        for i in range(0, B, n):
+            b = slice(i, i + n)
+            for k, (dy, dx) in enumerate(ctx.offs):
+                if (s := _pair_slices(H, W, dy, dx)) is None: continue
+                (ys, xs), (yt, xt) = s
+                g = torch.sign(feats[b, :, ys, xs] - feats[b, :, yt, xt]).mul_(gd[b, k, None, ys, xs])
+                gf[b, :, ys, xs] += g; gf[b, :, yt, xt] -= g
+        return gf, None
+
+def _time(fn):
+    t0 = time.perf_counter(); out = fn(); return out, time.perf_counter() - t0
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--threads', type=int, default=torch.get_num_threads())
+    p.add_argument('--batch', type=int, default=8); p.add_argument('--size', type=int, default=56)
+    p.add_argument('--dim', type=int, default=256); p.add_argument('--radius', type=int, default=7)
+    p.add_argument('--runs', type=int, default=5)
+    a = p.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    B, C, H = a.batch, a.dim, a.size
+    offs = [tuple(o) for o in radius_offsets(a.radius).tolist()]
+    offs = offs[:len(offs) // 2]
+    g = torch.Generator().manual_seed(0)
+    f = torch.randn(B, C, H, H, generator=g)
+    gd = torch.rand(B, len(offs), H, H, generator=g)
+    X, Wm = torch.randn(B * H * H, C, generator=g), torch.randn(C, len(offs), generator=g)
+    work = sum(((H - abs(dy)) * (H - abs(dx))) for dy, dx in offs if _pair_slices(H, H, dy, dx)) * C * B
+
+    def fwd_bwd(fn):
+        x = f.clone().requires_grad_()
+        d, tf = _time(lambda: fn(x, offs))
+        _, tb = _time(lambda: d.backward(gd))
+        return d.detach(), x.grad, tf, tb
+    rows = {'new': [], 'ref': [], 'mm': []}
+    for r in range(a.runs + 1):  # round 0: warm-up, not counted
+        new = fwd_bwd(_PairL1.apply); ref = fwd_bwd(RefPairL1.apply)
+        _, tm = _time(lambda: X @ Wm)
+        if r: rows['new'].append(new[2:]); rows['ref'].append(ref[2:]); rows['mm'].append(tm)
+    med = lambda xs: statistics.median(xs) * 1e3
+    nf, nb = med([t[0] for t in rows['new']]), med([t[1] for t in rows['new']])
+    rf, rb = med([t[0] for t in rows['ref']]), med([t[1] for t in rows['ref']])
+    mm = med(rows['mm'])
+    ratio_f = statistics.median(r[0] / n[0] for r, n in zip(rows['ref'], rows['new']))
+    ratio_b = statistics.median(r[1] / n[1] for r, n in zip(rows['ref'], rows['new']))
+    dd = (new[0] - ref[0]).abs().max().item() / ref[0].abs().max().item()
+    dg = (new[1] - ref[1]).abs().max().item() / ref[1].abs().max().item()
+    mark = lambda ok: 'met' if ok else 'MISSED'
+    print(f"Eq. 3 pairwise L1: batch {B}, {H}x{H}, dim {C}, r={a.radius} ({len(offs)} one-sided offsets); "
+          f"{a.threads} thread(s), torch {torch.__version__}, {platform.machine()}; median of {a.runs} interleaved rounds")
+    print(f"work: {work / 1e9:.3f} G abs-diff-adds; matrix product of equal multiply-adds ([{B * H * H},{C}] @ [{C},{len(offs)}]): {mm:.1f} ms")
+    print(f"forward:  new {nf:7.1f} ms   reference {rf:7.1f} ms   ratio {ratio_f:5.1f}x (goal >= {GOAL:g}x: {mark(ratio_f >= GOAL)})   "
+          f"new / matrix product {nf / mm:.1f}x")
+    print(f"backward: new {nb:7.1f} ms   reference {rb:7.1f} ms   ratio {ratio_b:5.1f}x (goal >= {GOAL:g}x: {mark(ratio_b >= GOAL)})   "
+          f"new / matrix product {nb / mm:.1f}x")
+    print(f"max relative difference new vs reference: distances {dd:.1e}, gradients {dg:.1e}")
+    return dict(forward_ms=nf, backward_ms=nb, ref_forward_ms=rf, ref_backward_ms=rb, matmul_ms=mm,
+                ratio_forward=ratio_f, ratio_backward=ratio_b)
+
+if __name__ == '__main__': main()
