@@ -93,16 +93,13 @@ CASES = [
     ('--binarize on VGGSS', lambda w: ('eval', '--run', w['run'], '--dataset', 'vggss', '--root', w['vggss'], '--binarize'), '--binarize applies'),
 ]
 
-_XFAIL = {'--out not creatable': "known open defect: the size line is printed before the run folder's creation fails (two stderr lines)"}
-CASES = [pytest.param(*c, id=c[0], marks=pytest.mark.xfail(reason=_XFAIL[c[0]], strict=False)) if c[0] in _XFAIL else pytest.param(*c, id=c[0])
-         for c in CASES]
+CASES = [pytest.param(*c, id=c[0]) for c in CASES]
 
 @pytest.mark.parametrize('case,argv,phrase', CASES)
 def test_bad_input_is_one_line(W, case, argv, phrase):
     one_line_error(*cli(*argv(W))[::2], phrase)
     assert not (W['d']/'new'/'last.pt').exists()
 
-@pytest.mark.xfail(reason='known open defect: a truncated checkpoint on --resume is not yet one clear line', strict=False)
 def test_truncated_checkpoint_on_resume(W, tmp_path):
     run = tmp_path/'run'
     run.mkdir(); (run/'config.json').write_text((W['run']/'config.json').read_text())
@@ -163,7 +160,6 @@ def _holder(run):
     assert p.stdout.readline().strip() == 'held'
     return p
 
-@pytest.mark.xfail(reason="known open defect: the second writer's RunLocked escapes the CLI in this path (the lock itself is tested in 10_train)", strict=False)
 def test_second_writer_refuses(W, tmp_path):
     run = _copy_run(W['run'], tmp_path/'run')
     p = _holder(run)
@@ -177,7 +173,25 @@ def test_second_writer_refuses(W, tmp_path):
     assert code == 0, err
     assert 'stale lock' in err and str(p.pid) in err and not (run/'.lock').exists()
 
-@pytest.mark.xfail(reason="known open defect: Ctrl-C during a checkpoint write surfaces as torch.save's RuntimeError (SIGINT must be held during save)", strict=False)
+def test_second_writer_refuses_fresh_train(W, tmp_path):
+    "A fresh `uspl train` into a folder another process writes (no checkpoint yet): one line, nothing written."
+    (tmp_path/'run').mkdir()
+    p = _holder(tmp_path/'run')
+    try: one_line_error(*cli(*_train(W, out=tmp_path/'run'))[::2], f'in use by process {p.pid}')
+    finally: p.kill(); p.wait()
+    assert sorted(x.name for x in (tmp_path/'run').iterdir()) == ['.lock']
+
+@pytest.mark.parametrize('cmd', [('demo', '--size', 'tiny', '--seeds', '0', '--methods', 'ezvsl'),
+                                 ('compare', '--size', 'tiny', '--seeds', '0', '--methods', 'ezvsl', '--no-progress')])
+def test_second_writer_refuses_demo_compare(tmp_path, cmd):
+    "`uspl demo` / `uspl compare` into a folder whose run another process writes: one line before anything is trained."
+    run = tmp_path/'out'/'runs'/'ezvsl-s0'
+    run.mkdir(parents=True)
+    p = _holder(run)
+    try: one_line_error(*cli(*cmd, '--out', tmp_path/'out')[::2], f'in use by process {p.pid}')
+    finally: p.kill(); p.wait()
+    assert sorted(x.name for x in run.iterdir()) == ['.lock']
+
 def test_ctrl_c_is_one_line_exit_130(W, tmp_path):
     "SIGINT to the process group (a terminal's Ctrl-C) mid-training, data-loader workers included."
     cfg = W['cfg']('ctrlc', num_workers=2, ckpt_every=1, epochs=20, synth_train=64)

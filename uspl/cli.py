@@ -135,8 +135,8 @@ def check_out(path:str, flag:str='--out') -> Path:
     if p.exists() and not p.is_dir(): raise UsageError(f'{flag} {path} is a file, not a folder')
     q = p.absolute()
     while not q.exists(): q = q.parent
-    if not q.is_dir(): raise UsageError(f'{flag} {path} cannot be created: {q} is a file')
-    if q != p.absolute() and not os.access(q, os.W_OK | os.X_OK): raise UsageError(f'{flag} {path} cannot be created: {q} is not writable')
+    if not q.is_dir(): raise UsageError(f'{flag} {path}: cannot create the folder, {q} is a file')
+    if q != p.absolute() and not os.access(q, os.W_OK | os.X_OK): raise UsageError(f'{flag} {path}: cannot create the folder, {q} is not writable')
     if p.is_dir() and not os.access(p, os.W_OK | os.X_OK): raise UsageError(f'{flag} {path} is not writable')
     try: p.mkdir(parents=True, exist_ok=True)
     except OSError as e: raise UsageError(f'{flag} {path}: cannot create the folder ({e.strerror or e})') from None
@@ -180,15 +180,26 @@ def _resume_config(a):
                       file=sys.stderr)
     return cfg
 
+def _check_resumable(out:Path, method:str):
+    "The checkpoints `--resume` will read are there and whole (read without their tensors), before anything is printed."
+    from uspl.methods import get_method
+    from uspl.train import load_checkpoint
+    if not get_method(method).can_resume(out): raise UsageError(f'nothing to resume: {out} holds no checkpoint (last.pt)')
+    for ck in sorted([*out.glob('last.pt'), *out.glob('*/last.pt')]): load_checkpoint(ck, mmap=True)
+
 def cmd_train(a):
     root = check_root(a.dataset, a.root)
     if a.max_steps is not None and a.max_steps < 1: raise UsageError(f'--max-steps must be >= 1, got {a.max_steps}')
     if a.resume and a.overwrite: raise UsageError('--resume continues the run, --overwrite replaces it: give one of them')
+    dkw = data_options(a)
+    if a.resume and not Path(a.out).is_dir(): raise UsageError(f'nothing to resume: {a.out} is not a folder')
+    out = check_out(a.out)  # the out folder first: nothing is printed before its error
+    from uspl.train import refuse_locked
+    refuse_locked(out, depth=1)  # a second writer (into the run folder, or an iterative method's iteration folders)
     if a.resume: cfg = _resume_config(a)
     else:
         cfg = load_config(a.config)
         if a.method: cfg = cfg.update(method=a.method)
-    out = check_out(a.out); dkw = data_options(a)
     from uspl.methods import build_method
     from uspl.datasets import build_dataset
     from uspl.train import init_distributed, cleanup_distributed, evaluate_dataset, held_checkpoints
@@ -196,6 +207,7 @@ def cmd_train(a):
     if not (a.resume or a.overwrite) and (held := held_checkpoints(out)):
         raise UsageError(f"{a.out} already holds a run ({', '.join(held)}): continue it with --resume "
                          f"or start it over with --overwrite")
+    if a.resume: _check_resumable(out, cfg.method)
     env = init_distributed(a.device)
     try:
         train_ds = build_dataset(a.dataset, root, 'train', cfg, **dkw)
@@ -250,7 +262,8 @@ def cmd_demo(a):
     _check_methods(a.methods)
     try: size_config(a.size, a.seeds[0])  # the packaged ImageNet weights are installed, or one line saying how to get them
     except FileNotFoundError as e: raise UsageError(str(e)) from None
-    check_out(a.out)
+    from uspl.train import refuse_locked
+    refuse_locked(check_out(a.out))  # a second demo into the same folder
     run_demo(a.out, size=a.size, seeds=a.seeds, methods=a.methods)
 
 def cmd_compare(a):
@@ -260,7 +273,8 @@ def cmd_compare(a):
     if cfg is None:
         try: size_config(a.size, a.seeds[0], not a.no_imagenet)
         except FileNotFoundError as e: raise UsageError(str(e)) from None
-    check_out(a.out)
+    from uspl.train import refuse_locked
+    refuse_locked(check_out(a.out))  # a second compare into the same folder
     run_compare(a.out, a.methods, a.seeds, a.dataset, root, a.size, cfg, imagenet=not a.no_imagenet, progress=not a.no_progress)
 
 def cmd_data(a):
@@ -275,7 +289,7 @@ def cmd_docs(a):
 
 # %% ../nbs/13_cli.ipynb #c011
 _EXPECTED = (UsageError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-             PermissionError, FileExistsError, FloatingPointError)
+             PermissionError, FileExistsError, FloatingPointError, BlockingIOError) # BlockingIOError: `uspl.train.RunLocked`
 
 def _interrupted(a, e) -> str:
     "The line Ctrl-C ends with: where training stopped and how to continue."

@@ -4,7 +4,7 @@
 
 # %% ../nbs/10_train.ipynb #c001
 from __future__ import annotations
-import os, sys, json, math, time, socket, logging
+import os, sys, json, math, time, socket, logging, signal, threading
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple, Callable
@@ -19,8 +19,8 @@ from .metrics import SegMeter, LocMeter
 # %% auto #0
 __all__ = ['SAFE_ON_RESUME', 'DistEnv', 'init_distributed', 'cleanup_distributed', 'gather_cat', 'mean_over_processes',
            'epoch_batches', 'step_generator', 'load_checkpoint', 'load_run', 'make_optimizer', 'RunLocked', 'RunLock',
-           'remove_stale_temps', 'trim_log', 'held_checkpoints', 'prepare_run', 'resume_config', 'LossStep',
-           'to_device', 'TrainingInterrupted', 'fit', 'evaluate_dataset']
+           'refuse_locked', 'remove_stale_temps', 'trim_log', 'held_checkpoints', 'prepare_run', 'resume_config',
+           'LossStep', 'to_device', 'hold_sigint', 'TrainingInterrupted', 'fit', 'evaluate_dataset']
 
 # %% ../nbs/10_train.ipynb #c006
 class DistEnv(NamedTuple):
@@ -99,11 +99,12 @@ def step_generator(seed:int, step:int) -> torch.Generator:
 
 # %% ../nbs/10_train.ipynb #c015
 def load_checkpoint(path:str|Path, # a checkpoint file written by `fit`
+                    mmap:bool=False, # map the tensors instead of reading them: a cheap check that the file is whole
                    ) -> dict:
     "Read a checkpoint; errors name the file."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f'no checkpoint at {path}')
-    try: ck = torch.load(path, map_location='cpu', weights_only=False)
+    try: ck = torch.load(path, map_location='cpu', weights_only=False, mmap=mmap)
     except Exception as e: raise ValueError(f'checkpoint {path} is unreadable ({type(e).__name__}: {e})') from None
     if not isinstance(ck, dict) or 'model' not in ck: raise ValueError(f'{path} is not a uspl checkpoint (no model weights)')
     return ck
@@ -171,18 +172,28 @@ class RunLock:
         except (OSError, ValueError): return None
         return d if isinstance(d, dict) and isinstance(d.get('pid'), int) else None
 
+    def _refuse(self, o:dict|None):
+        "Raise `RunLocked` when the recorded owner `o` is a live process (or one on another host)."
+        if o is None: return
+        if o.get('host') != socket.gethostname():
+            raise RunLocked(f"run folder {self.run} is locked by process {o['pid']} on host {o.get('host')}; "
+                            f"if that process is gone, delete {self.path}")
+        if _pid_alive(o['pid']):
+            raise RunLocked(f"run folder {self.run} is in use by process {o['pid']} (since {o.get('started', '?')}); "
+                            f"wait for it to finish, or write into another folder")
+
+    def check(self) -> 'RunLock':
+        "Raise `RunLocked` if a live process holds the lock; take nothing (a stale lock is left to `acquire`)."
+        self._refuse(self.owner())
+        return self
+
     def acquire(self) -> 'RunLock':
         "Create the lock; take over a stale one (with a notice); raise `RunLocked` if a live process holds it."
         me = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime('%Y-%m-%d %H:%M:%S'))
         with _FolderGuard(self.run):
             if self.path.exists():
                 o = self.owner()
-                if o is not None and o.get('host') != me['host']:
-                    raise RunLocked(f"run folder {self.run} is locked by process {o['pid']} on host {o.get('host')}; "
-                                    f"if that process is gone, delete {self.path}")
-                if o is not None and _pid_alive(o['pid']):
-                    raise RunLocked(f"run folder {self.run} is in use by process {o['pid']} (since {o.get('started', '?')}); "
-                                    f"wait for it to finish, or write into another folder")
+                self._refuse(o)
                 self.notice(f"uspl: notice: taking over the stale lock of {self.run} "
                             f"({'process ' + str(o['pid']) + ' is gone' if o else 'unreadable lock file'})")
                 self.path.unlink()
@@ -199,7 +210,15 @@ class RunLock:
     def __enter__(self): return self.acquire()
     def __exit__(self, *exc): self.release()
 
-# %% ../nbs/10_train.ipynb #c025
+def refuse_locked(folder:str|Path, # an output folder: a run folder, or one holding run folders (`uspl compare`'s runs/)
+                  depth:int=3, # how many folder levels below `folder` are looked at
+                 ) -> None:
+    "Raise `RunLocked` if a live process writes into `folder` or a run folder below it; a command checks before it starts."
+    folder = Path(folder)
+    for k in range(depth + 1):
+        for p in sorted(folder.glob('/'.join(['*'] * k + ['.lock']))): RunLock(p.parent).check()
+
+# %% ../nbs/10_train.ipynb #c027
 _RUN_FILES = ('last.pt', 'best.pt', 'log.jsonl', 'config.json', 'done.json')
 
 def remove_stale_temps(run:str|Path) -> list:
@@ -243,7 +262,7 @@ def prepare_run(run:Path, # the run folder, locked by this process
                               f"or overwrite=True to start it over")
     for n in _RUN_FILES: (run/n).unlink(missing_ok=True)
 
-# %% ../nbs/10_train.ipynb #c028
+# %% ../nbs/10_train.ipynb #c030
 SAFE_ON_RESUME = ('epochs', 'lr', 'ckpt_every', 'num_workers', 'eval_path') # fields a resumed run may change
 
 def resume_config(saved:USPLConfig, # the run's config (its config.json)
@@ -260,7 +279,7 @@ def resume_config(saved:USPLConfig, # the run's config (its config.json)
                          + f" (on resume only {', '.join(SAFE_ON_RESUME)} may change; train into a new folder instead)")
     return given, changed
 
-# %% ../nbs/10_train.ipynb #c031
+# %% ../nbs/10_train.ipynb #c033
 class LossStep(nn.Module):
     "Wraps a model so that `forward` computes its training losses (what DDP synchronises)."
     def __init__(self, model:nn.Module):
@@ -283,7 +302,23 @@ def _fetch_losses(losses:dict, epoch:int, step:int, gstep:int) -> dict:
                                  "lower the learning rate or check the inputs; the last checkpoint is intact")
     return d
 
-# %% ../nbs/10_train.ipynb #c032
+# %% ../nbs/10_train.ipynb #c035
+class hold_sigint:
+    "Defer SIGINT inside the `with` block and raise it (`KeyboardInterrupt`) once the block ends; a no-op outside the main thread."
+    def __enter__(self):
+        self.got, self.old = False, None
+        if threading.current_thread() is threading.main_thread():
+            self.old = signal.signal(signal.SIGINT, self._record)
+        return self
+    def _record(self, sig, frame): self.got = True
+    def __exit__(self, typ, *exc):
+        if self.old is None: return
+        signal.signal(signal.SIGINT, self.old)
+        if self.got and typ is None:  # deliver it as the handler in place before would have
+            if callable(self.old): self.old(signal.SIGINT, None)
+            elif self.old == signal.SIG_DFL: raise KeyboardInterrupt
+
+# %% ../nbs/10_train.ipynb #c037
 class TrainingInterrupted(KeyboardInterrupt):
     "Ctrl-C during `fit`: says where the run stopped and which checkpoint it continues from."
     def __init__(self, run:Path, step:int, saved:int|None):
@@ -355,10 +390,11 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
         total = cfg.warmup_epochs + cfg.epochs
         def save(name='last.pt'):
             nonlocal saved
-            if env.main:
-                atomic_save(dict(model=model.state_dict(), optim=opt.state_dict(), cfg=cfg.to_dict(), rng=torch.get_rng_state(),
-                                 **state), out/name)
-            if name == 'last.pt': saved = state['global_step']
+            with hold_sigint():  # a Ctrl-C now ends the run after the file is in place, with `saved` saying so
+                if env.main:
+                    atomic_save(dict(model=model.state_dict(), optim=opt.state_dict(), cfg=cfg.to_dict(), rng=torch.get_rng_state(),
+                                     **state), out/name)
+                if name == 'last.pt': saved = state['global_step']
         log = open(out/'log.jsonl', 'a' if resume else 'w') if env.main else None
         while state['epoch'] < total:
             epoch = state['epoch']
@@ -405,7 +441,7 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
         if log: log.close()
         if lock: lock.release()
 
-# %% ../nbs/10_train.ipynb #c044
+# %% ../nbs/10_train.ipynb #c051
 @torch.no_grad()
 def evaluate_dataset(model:nn.Module, # has `predict(image, audio, path) -> [B,H,W]` probabilities
                      ds:Dataset, # dict samples with 'image', 'audio', 'mask', 'has_mask'
