@@ -211,3 +211,8 @@ def test_ctrl_c_is_one_line_exit_130(W, tmp_path):
     assert not (run/'.lock').exists() and not list(run.glob('.*.tmp'))
     ck = torch.load(run/'last.pt', map_location='cpu', weights_only=False)
     assert f"global step {ck['global_step']}" in last
+
+def test_run_files_honour_the_umask(W):
+    "Checkpoints, config and log get 0666 less the umask (mkstemp's 0600 before), so a shared run folder is readable."
+    m = os.umask(0); os.umask(m)
+    for n in ('last.pt', 'config.json', 'log.jsonl'): assert (W['run']/n).stat().st_mode & 0o777 == 0o666 & ~m, n

@@ -316,13 +316,19 @@ def seed_everything(seed:int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 # %% ../nbs/00_core.ipynb #c028
+def _umask() -> int:
+    "The process's umask (read by setting it and setting it back)."
+    m = os.umask(0); os.umask(m)
+    return m
+
 def atomic_write(path, write_fn) -> Path:
-    "Call `write_fn(f)` on a temporary file beside `path`, fsync, then rename it to `path`."
+    "Call `write_fn(f)` on a temporary file beside `path`, fsync, then rename it to `path` (mode 0666 less the umask)."
     path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f'.{path.name}.', suffix='.tmp', dir=path.parent)
     try:
         with os.fdopen(fd, 'wb') as f:
             write_fn(f); f.flush(); os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would make every checkpoint private to its writer
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp): os.unlink(tmp)
