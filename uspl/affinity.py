@@ -100,7 +100,7 @@ class _PairL1(torch.autograd.Function):
                 t = torch.sub(src, dst, out=buf[:src.numel()].view(src.shape)).sign_()
                 gk = gd[b, k, ys, xs, None]
                 gb[:, ys, xs].addcmul_(t, gk); gb[:, yt, xt].addcmul_(t, gk, value=-1)  # both ends of each pair
-        return g.permute(0, 3, 1, 2), None
+        return g.permute(0, 3, 1, 2).contiguous(), None  # channels-first: a channels-last gradient slows convs upstream
 
 _CHUNK_BYTES = {'cpu': 2**22} # bytes of features per chunk: on a CPU one 56x56x256 sample (its pairs stay in cache); elsewhere 64 MB
 
