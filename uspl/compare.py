@@ -109,6 +109,8 @@ CLAIMS = [  # (name, a, b): the paired differences the tables report when both r
     ('SMR - coarse', ('uspl', 'smr'), ('uspl', 'coarse')),
     ('SPS - SMR', ('uspl', 'sps'), ('uspl', 'smr')),
     ('LVS - EZ-VSL', ('lvs', 'coarse'), ('ezvsl', 'coarse')),
+    ('ICL - EZ-VSL', ('icl', 'coarse'), ('ezvsl', 'coarse')),
+    ('ICL - its iteration 0', ('icl', 'coarse'), ('icl-iter0', 'coarse')),
 ]
 
 def _goal(name, ok, measured): return dict(goal=name, met=bool(ok), measured=measured)
@@ -137,6 +139,8 @@ def check_goals(rows:list, # every row (learned rows with a seed, baselines with
     diff(('uspl', 'smr'), ('uspl', 'coarse'), 5, True)
     diff(('uspl', 'sps'), ('uspl', 'smr'), -1, False)
     diff(('uspl', 'sps'), ('ezvsl', 'coarse'), 3, True)
+    diff(('icl', 'coarse'), ('icl-iter0', 'coarse'), 0, True)
+    diff(('icl', 'coarse'), ('ezvsl', 'coarse'), 0, True)
     if learned and trivial:
         worst = min(learned, key=lambda k: summ[k]['miou']['mean']); best = max(trivial, key=lambda k: summ[k]['miou']['mean'])
         w, b = 100 * summ[worst]['miou']['mean'], 100 * summ[best]['miou']['mean']
@@ -220,10 +224,12 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
         for m in methods:
             run = out/'runs'/f'{m}-s{seed}'
             _train_run(m, base.update(seed=seed, method=m), splits, run, progress, log)
-            model, _ = load_run(run)
-            for p in model.paths:
-                r = evaluate_dataset(model, splits['test'], p, batch_size=32)
-                rows.append(dict(method=m, path=p, seed=seed, **{k: r[k] for k in METRICS}, n=r['n']))
+            # an iterative method (ICL) is also scored at its iteration 0, the control its goal is stated against
+            for name, it in [(m, None)] + ([(f'{m}-iter0', 0)] if m == 'icl' else []):
+                model, _ = load_run(run, iteration=it)
+                for p in model.paths:
+                    r = evaluate_dataset(model, splits['test'], p, batch_size=32)
+                    rows.append(dict(method=name, path=p, seed=seed, **{k: r[k] for k in METRICS}, n=r['n']))
     for name, r in score_baselines(splits['test']).items():
         rows.append(dict(method=name, path='trivial', seed=None, **{k: r[k] for k in METRICS}, n=r['n']))
     claims = [dict(name=n, **d) for n, a, b in CLAIMS if (d := paired(rows, a, b)) is not None]
