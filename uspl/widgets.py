@@ -121,7 +121,7 @@ class RefineViewer:
         sliders = [self.beta, self.t] + ([self.beta_l, self.beta_h] if self.refined is not None else [])
         legend = ('β: power of the affinities (Eq. 7) · t: steps of the walk (Eq. 8)'
                   + (' · β_l / β_h: tri-map thresholds (Eq. 5)' if self.refined is not None else ''))
-        grid = widgets.GridBox(sliders, layout=widgets.Layout(width='100%', grid_template_columns='repeat(auto-fit, minmax(18em, 1fr))',
+        grid = widgets.GridBox(sliders, layout=widgets.Layout(width='100%', grid_template_columns='repeat(2, minmax(18em, 1fr))',
                                                               grid_gap='0.2em 2em'))
         cols = [widgets.VBox([cap, im], layout=widgets.Layout(align_items='center')) for cap, im in self.panels.values()]
         self.widget = widgets.VBox([widgets.HBox([self.sample, self.readout], layout=widgets.Layout(align_items='center', grid_gap='1.5em')),
