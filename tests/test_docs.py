@@ -51,6 +51,8 @@ _CHECK = """() => {
           errors: document.querySelectorAll('.MathJax_Error, merror, .noError').length,
           raw_math: (md.match(/\\$\\$[^$]+\\$\\$|\\$[^$\\s][^$\\n]*\\$/g) || []).slice(0, 5),
           links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
+          fonts: Array.from(document.styleSheets).flatMap(s => { try { return Array.from(s.cssRules); } catch (e) { return []; } })
+                   .filter(r => r instanceof CSSFontFaceRule).map(r => r.style.getPropertyValue('src')),
           sidebar: Array.from(document.querySelectorAll('nav.uspl-sidebar li a')).map(a => [a.getAttribute('href'), a.getAttribute('aria-current')]),
           text: document.body.innerText};
 }"""
@@ -83,7 +85,6 @@ def _show_docs(nb: Path) -> list:
         out += re.findall(r'^show_doc\(\s*([\w.]+)', src, re.M)
     return out
 
-@pytest.mark.xfail(reason="known open defect: MathJax 2's HTML-CSS output probes a font at about:blank, which Chromium blocks (two console errors on pages with maths); the other checks of this test have not yet run past it", strict=False)
 def test_site_pages_in_browser(site, served, browser):
     st = _stats(site)
     print('links to names with no rendered doc (pointed at their page):', st['unanchored'])
@@ -94,6 +95,10 @@ def test_site_pages_in_browser(site, served, browser):
         errors, remote, got = _load(browser, served + name)
         bad = errors + [f'request left the machine: {u}' for u in remote]
         bad += [f'image not loaded: {s}' for s, ok, w in got['images'] if not (ok and w > 0)]
+        for src in got['fonts']:   # each declared font's first source a file of the site (the browser fetches it when a glyph needs it)
+            for u in re.findall(r'url\(["\']?([^"\')]+)', src)[:1]:
+                f = site/unquote(urlsplit(u).path).lstrip('/')
+                if not (u.startswith(served) and f.is_file()): bad.append(f'font not on the site: {u}')
         bad += [f'raw maths: {m!r}' for m in got['raw_math']] + ([f"{got['errors']} MathJax errors"] if got['errors'] else [])
         if [h for h, _ in got['sidebar']] != [('../' * name.count('/')) + n for n in st['site']]: bad.append(f"sidebar: {got['sidebar']}")
         if [h for h, cur in got['sidebar'] if cur == 'page'] != [('../' * name.count('/')) + name]: bad.append('sidebar: current page not marked')
@@ -117,7 +122,6 @@ def test_site_pages_in_browser(site, served, browser):
     assert total_formulas > 0, 'no formula rendered anywhere'
     assert {'index.html', 'widgets.html'} <= built
 
-@pytest.mark.xfail(reason="known open defect: MathJax 2's HTML-CSS output probes a font at about:blank, which Chromium blocks (two console errors on pages with maths); the other checks of this test have not yet run past it", strict=False)
 def test_site_widgets_page(site, served, browser):
     "The widgets page: its figure and the viewer's snapshot (panels as images, the sliders at their values) and maths."
     errors, remote, got = _load(browser, served + 'widgets.html')
@@ -135,6 +139,8 @@ def test_site_index_page(site, served, browser):
     assert [p['page'] for p in st['pages']][0] == 'index.html' and st['site'][0] == 'index.html'
     assert {'core.html', 'widgets.html', 'docs.html'} <= {Path(urlsplit(u).path).name for u in got['links']}
     assert re.search(r'<title>uspl – uspl</title>', (site/'index.html').read_text())
+    loaded = [s for s, ok, w in got['images'] if ok and w > 0 and s.startswith('data:image/png')]
+    assert loaded, f"the pipeline figure is not on the home page: {got['images']}"
 
 def test_browser_tests_skip_without_chromium():
     "With no Chromium to be found, the browser tests report skipped with the reason, and pytest succeeds."

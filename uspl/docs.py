@@ -122,7 +122,10 @@ def widget_html(model_id:str, # a model id (with or without the `IPY_MODEL_` pre
     desc = f'<span class="widget-desc">{html.escape(s["description"])}</span>' if s.get('description') else ''
     if name in _BOX:
         kids = ''.join(widget_html(k, state) for k in s.get('children', []))
-        return f'<div class="widget-snapshot widget-{_BOX[name]}">{kids}</div>'
+        lay = state.get(str(s.get('layout', '')).removeprefix('IPY_MODEL_'), {}).get('state', {})
+        cols = lay.get('grid_template_columns') if name == 'GridBoxModel' else None
+        style = f' style="display: grid; grid-template-columns: {html.escape(cols)}"' if cols else ''
+        return f'<div class="widget-snapshot widget-{_BOX[name]}"{style}>{kids}</div>'
     if name == 'ImageModel':
         data = next((b['data'] for b in m.get('buffers', []) if b.get('path') == ['value']), '')
         w = f' width="{html.escape(str(s["width"]))}"' if s.get('width') else ''
@@ -132,8 +135,10 @@ def widget_html(model_id:str, # a model id (with or without the `IPY_MODEL_` pre
     if name.endswith('SliderModel'):
         v = s.get('value', '')
         lo, hi, st = (html.escape(str(s.get(k, ''))) for k in ('min', 'max', 'step'))
+        try: shown = format(v, s.get('readout_format', ''))   # as the slider's readout shows it ('.2f', 'd', ...)
+        except (TypeError, ValueError): shown = str(v)
         return (f'<div class="widget-slider">{desc}<input type="range" min="{lo}" max="{hi}" step="{st}" value="{html.escape(str(v))}" disabled>'
-                f'<span class="widget-value">{html.escape(str(v))}</span></div>')
+                f'<span class="widget-value">{html.escape(shown)}</span></div>')
     if '_options_labels' in s:
         labels, i = s.get('_options_labels', []), s.get('index')
         opts = ''.join(f'<option{" selected" if k == i else ""}>{html.escape(str(o))}</option>' for k, o in enumerate(labels))
@@ -190,7 +195,8 @@ def html_cells(nb:dict, site:str|None=None, prefix:str='') -> tuple[list, dict]:
                 md = [''.join(o['data']['text/markdown']) for o in outs if 'text/markdown' in o.get('data', {})]
                 if md: cells.append({'cell_type': 'markdown', 'metadata': {}, 'source': rel(_QUARTO_ATTR.sub(')', '\n'.join(md)))})
                 continue
-            if outs: cells.append(dict(c, source='', outputs=outs, metadata=dict(c.get('metadata', {}), jupyter={'source_hidden': True})))
+            if outs: cells.append(dict(c, source='', outputs=outs, metadata=dict(c.get('metadata', {}), jupyter={'source_hidden': True},
+                                                                            transient={'remove_source': True})))   # nbconvert: no input box
             continue
         body = '\n'.join(l for l in src.splitlines() if not re.match(r'^\s*#\|', l)).strip('\n')
         if body or outs: cells.append(dict(c, source=body, outputs=outs))
@@ -208,11 +214,19 @@ _TEMPLATE = r"""{%- extends 'lab/index.html.j2' -%}
 <script type="text/x-mathjax-config">
 MathJax.Hub.Config({messageStyle: "none", showMathMenu: false, menuSettings: {zoom: "None"},
   tex2jax: {inlineMath: [["$", "$"], ["\\(", "\\)"]], displayMath: [["$$", "$$"], ["\\[", "\\]"]], processEscapes: true, processEnvironments: true},
-  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null, linebreaks: {automatic: true}}});
+  "HTML-CSS": {availableFonts: [], preferredFont: null, webFont: "STIX-Web", imageFont: null, linebreaks: {automatic: true},
+    styles: {"@font-face": {"font-family": "MathJax_Blank", src: "local('MathJax_Blank')"}}},
+  NativeMML: {styles: {
+    "@font-face /*1*/": {"font-family": "MathJax_Caligraphic-WEB", src: "local('MathJax_Caligraphic')"},
+    "@font-face /*2*/": {"font-family": "MathJax_Caligraphic-WEB", "font-weight": "bold", src: "local('MathJax_Caligraphic Bold')"},
+    "@font-face /*3*/": {"font-family": "MathJax_AMS-WEB", src: "local('MathJax_AMS')"},
+    "@font-face /*4*/": {"font-family": "MathJax_Script-WEB", src: "local('MathJax_Script')"},
+    "@font-face /*5*/": {"font-family": "MathJax_Fraktur-WEB", src: "local('MathJax_Fraktur')"},
+    "@font-face /*6*/": {"font-family": "MathJax_Fraktur-WEB", "font-weight": "bold", src: "local('MathJax_Fraktur Bold')"}}}});
 </script>
 <script src="{{ resources.uspl_prefix }}mathjax/MathJax.js?config=TeX-AMS-MML_HTMLorMML-full,Safe"></script>
 {%- endblock html_head_js_mathjax -%}
-{% block extra_css %}<link rel="stylesheet" href="{{ resources.uspl_prefix }}styles.css">{% endblock extra_css %}
+{% block extra_css %}<link rel="icon" href="data:,"><link rel="stylesheet" href="{{ resources.uspl_prefix }}styles.css">{% endblock extra_css %}
 """
 
 def _export_html(nb:dict, title:str, prefix:str='') -> str:
