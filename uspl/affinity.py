@@ -69,7 +69,7 @@ def _pair_slices(H:int, W:int, dy:int, dx:int):
     return (slice(y0, y1), slice(x0, x1)), (slice(y0 + dy, y1 + dy), slice(x0 + dx, x1 + dx))
 
 class _PairL1(torch.autograd.Function):
-    "L1 distances ||f_p - f_(p+o)||_1 [B,len(offs),H,W] (0 where p+o is outside), channels-last; the backward recomputes the signs."
+    "The L1 distances of Eq. 3, ||f_p - f_(p+o)||_1 [B,len(offs),H,W] from feats [B,C,H,W] (0 where p+o is outside); channels-last, the backward recomputes the signs."
     @staticmethod
     def forward(ctx, feats, offs):
         B, C, H, W = feats.shape
