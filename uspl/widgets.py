@@ -13,7 +13,7 @@ from torch import Tensor
 import ipywidgets as widgets
 from .core import SMRConfig, minmax_norm, check_finite, upsample_maps
 from .trimap import trimap, neighbour_index, radius_offsets, IGNORE
-from .affinity import Affinity, Transition, propagate
+from .affinity import Affinity, Transition, propagate, _check_beta
 from .metrics import frame_iou
 from .plots import map_png, frame_rgb
 
@@ -52,8 +52,7 @@ def transition_from_log(la:LogAffinity, # from `log_affinity`
                         beta:float, # power of A (Table 8)
                        ) -> Transition: # batch 1, with its CSR matrix
     "T = D^-1 exp(beta log A) from the cached log A: a β move without recomputing A (Eq. 7)."
-    if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
-        raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
+    _check_beta(beta)
     T = (la.loga * float(beta)).clamp_(min=-80.).exp_().mul_(la.valid)   # A^beta, invalid pairs 0 (see above)
     T = T / T.sum(0, keepdim=True)                                        # D^-1: the self pair keeps D_ii >= 1
     N = T.shape[1]
