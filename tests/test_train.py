@@ -70,3 +70,30 @@ def test_every_method_trains_and_evaluates(tmp_path, method):
     for path in get_method(method).paths:
         r = json.loads(cli('eval', '--run', str(run), '--split', 'test', '--path', path).stdout)
         assert r['method'] == method and r['path'] == path and r['n'] == 8 and 0 <= r['miou'] <= 1
+
+def test_localize_own_media(tmp_path):
+    "`uspl localize` on a trained run: a photo and a sound give one overlay at the photo's size; bad input is one line, exit 2."
+    import numpy as np, soundfile as sf
+    from PIL import Image
+    run = tmp_path/'run'
+    cli('train', '--method', 'uspl', '--out', str(run), '--config', config(tmp_path), '--no-progress', '--device', 'cpu', '--max-steps', '2')
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (90, 120, 3), dtype=np.uint8)).save(tmp_path/'photo.png')
+    sf.write(tmp_path/'sound.wav', (0.3 * np.sin(np.arange(16000) * 2 * np.pi * 440 / 16000)).astype(np.float32), 16000)
+    out = json.loads(cli('localize', '--run', str(run), '--image', str(tmp_path/'photo.png'), '--audio', str(tmp_path/'sound.wav'),
+                         '--out', str(tmp_path/'loc'), '--path', 'smr').stdout.strip().splitlines()[-1])
+    assert out['frames'] == 1 and len(out['files']) == 1
+    ov = Image.open(out['files'][0])
+    assert ov.size == (120, 90) and ov.mode == 'RGB'
+    assert not np.array_equal(np.asarray(ov), np.asarray(Image.open(tmp_path/'photo.png')))  # the map is drawn over the photo
+    sf.write(tmp_path/'silent.wav', np.zeros(16000, np.float32), 16000)
+    bad = [(['--image', str(tmp_path/'photo.png')], '--audio is missing'),
+           (['--image', str(tmp_path/'photo.png'), '--audio', str(tmp_path/'nope.wav')], 'nope.wav: file not found'),
+           (['--image', str(tmp_path/'photo.png'), '--audio', str(tmp_path/'silent.wav')], 'silent.wav: the sound is silent'),
+           (['--image', str(tmp_path/'photo.png'), '--audio', str(tmp_path/'sound.wav'), '--checkpoint', 'nope.pt'], 'no checkpoint nope.pt'),
+           (['--image', str(tmp_path/'photo.png'), '--audio', str(tmp_path/'sound.wav'), '--path', 'fly'], "invalid choice: 'fly'")]
+    for args, needle in bad:
+        r = subprocess.run([sys.executable, '-m', 'uspl.cli', 'localize', '--run', str(run), '--out', str(tmp_path/'bad'), *args],
+                           capture_output=True, text=True, timeout=300)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0] and lines[0].startswith('uspl'), (args, r.stderr)
