@@ -13,6 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from .core import USPLConfig, upsample_maps, atomic_save, atomic_write
 from .methods import Method, _identity
 from .mmicl import MMICL
+from .ezvsl import EZVSL
 
 # %% auto #0
 __all__ = ['sounding_region', 'kmeans', 'PseudoLabels', 'IndexedDataset', 'pseudo_labels', 'region_pool', 'intra_frame_loss',
@@ -151,10 +152,7 @@ class ICL(Method):
     name, paths = 'icl', ('coarse',)
     kmeans_iters = 100 # most Lloyd rounds of the audio k-means (it stops earlier once assignments settle)
 
-    @classmethod
-    def configure(cls, cfg:USPLConfig) -> USPLConfig:
-        "Iteration 0 is EZ-VSL's contrastive loss: no mask augmentation, both directions summed."
-        return cfg.update(drop=0., symmetric=True)
+    configure = EZVSL.configure # iteration 0 is EZ-VSL's contrastive loss: no mask augmentation, both directions summed
 
     def __init__(self, cfg:USPLConfig):
         super().__init__(cfg)
