@@ -1,10 +1,11 @@
 """Bad input gives one line and exit code 2, run folders are owned and never mixed, data problems are counted (issue 18).
 
 The CLI runs in-process (`uspl.cli.main`) on tiny configs; subprocesses only where a second process or a signal is the point."""
-import contextlib, io, json, os, signal, subprocess, sys, time
+import contextlib, io, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
+import soundfile as sf
 import torch
 from uspl.cli import main
 
@@ -21,11 +22,12 @@ def cli(*argv):
     return code, out.getvalue(), err.getvalue()
 
 def one_line_error(code, err, phrase):
+    "Exit 2, no traceback, one line `uspl...` holding `phrase` (a string, or a tuple of strings all there)."
     lines = err.strip().splitlines()
     assert code == 2, err
     assert 'Traceback' not in err, err
     assert len(lines) == 1 and lines[0].startswith('uspl'), err
-    assert phrase in lines[0], err
+    for p in (phrase if isinstance(phrase, tuple) else (phrase,)): assert p in lines[0], err
 
 @pytest.fixture(scope='module')
 def W(tmp_path_factory):
@@ -50,7 +52,53 @@ def W(tmp_path_factory):
 def _train(w, *extra, out=None, cfg=None):
     return ('train', '--out', out or w['d']/'new', '--config', cfg or w['tiny'], '--no-progress', '--device', 'cpu') + extra
 
-# (case, argv from the shared material, the phrase the one line must contain)
+def _damaged(w, layout, case, *damages):
+    "A copy of the shared `layout` root ('s4' or 'vggss') with each `damage(root)` applied, made once per case."
+    root = w['d']/f'{layout}-{case}'
+    if not root.exists():
+        shutil.copytree(w[layout], root)
+        for damage in damages: damage(root)
+    return root
+
+def _wav(root, vid): return next(root.rglob(f'{vid}.wav'))  # S4 audio_wav/test/CAT/VID.wav, VGGSS audio/VID.wav
+
+def _nan_wav(vid):
+    def f(root):
+        w, sr = sf.read(_wav(root, vid), dtype='float32'); w[10] = np.nan; sf.write(_wav(root, vid), w, sr, subtype='FLOAT')
+    return f
+
+def _silent_wav(vid):
+    def f(root):
+        w, sr = sf.read(_wav(root, vid), dtype='float32'); sf.write(_wav(root, vid), np.zeros_like(w), sr)
+    return f
+
+def _zero_mask(vid):
+    def f(root):
+        from PIL import Image
+        p = next(root.rglob(f'gt_masks/test/*/{vid}/{vid}_1.png'))
+        with Image.open(p) as im: size = im.size
+        Image.fromarray(np.zeros(size[::-1], np.uint8)).save(p)
+    return f
+
+def _s4_csv(edit):
+    "Edit the lines of s4_meta_data.csv."
+    def f(root):
+        p = next(root.rglob('s4_meta_data.csv')); p.write_text('\n'.join(edit(p.read_text().splitlines())) + '\n')
+    return f
+
+def _vggss_json(edit):
+    "Edit the entries of metadata/vggss.json."
+    def f(root): p = root/'metadata/vggss.json'; p.write_text(json.dumps(edit(json.loads(p.read_text()))))
+    return f
+
+def _box(vid, box): return _vggss_json(lambda es: [dict(e, bbox=box) if e['file'] == vid else e for e in es])
+
+def _eval(w, layout, case, *damages, extra=()):
+    return ('eval', '--run', w['run'], '--dataset', layout, '--root', _damaged(w, layout, case, *damages)) + tuple(extra)
+
+_S4_DUP = _s4_csv(lambda ls: ls + [l for l in ls if l.startswith('test_000001,')])
+
+# (case, argv from the shared material, the phrase the one line must contain: a string or a tuple of strings)
 CASES = [
     ('empty folder as S4 root', lambda w: _train(w, '--dataset', 's4', '--root', w['empty']), 'no s4_meta_data.csv'),
     ('empty folder as VGGSS root', lambda w: _train(w, '--dataset', 'vggss', '--root', w['empty']), 'vggss.json'),
@@ -91,6 +139,19 @@ CASES = [
     ('--resume changing the method', lambda w: _train(w, '--resume', '--method', 'ezvsl', out=w['run']), "method 'uspl' -> 'ezvsl'"),
     ('--skip-bad on synthetic', lambda w: _train(w, '--skip-bad'), '--skip-bad applies'),
     ('--binarize on VGGSS', lambda w: ('eval', '--run', w['run'], '--dataset', 'vggss', '--root', w['vggss'], '--binarize'), '--binarize applies'),
+    ('S4 NaN audio', lambda w: _eval(w, 's4', 'nan', _nan_wav('test_000001')), ('test_000001.wav holds non-finite samples', '--skip-bad')),
+    ('S4 silent audio', lambda w: _eval(w, 's4', 'silent', _silent_wav('test_000001')), 'test_000001.wav is silent (all zeros)'),
+    ('S4 all-zero mask', lambda w: _eval(w, 's4', 'mask', _zero_mask('test_000002')), 'test_000002_1.png has no foreground pixel'),
+    ('S4 video listed twice', lambda w: _eval(w, 's4', 'dup', _S4_DUP), ('s4_meta_data.csv', "'test_000001' twice")),
+    ('S4 split "Test"', lambda w: _eval(w, 's4', 'split', _s4_csv(lambda ls: [l.replace(',test', ',Test') if l.startswith('test_000001,') else l for l in ls])),
+     ('s4_meta_data.csv', "split 'Test'")),
+    ('VGGSS NaN audio', lambda w: _eval(w, 'vggss', 'nan', _nan_wav('test_000002')), 'test_000002.wav holds non-finite samples'),
+    ('VGGSS degenerate box', lambda w: _eval(w, 'vggss', 'degenerate', _box('test_000001', [[0.6, 0.2, 0.3, 0.8]])),
+     ('vggss.json, sample test_000001', 'degenerate')),
+    ('VGGSS box not normalised', lambda w: _eval(w, 'vggss', 'range', _box('test_000001', [[12, 20, 120, 80]])),
+     ('vggss.json, sample test_000001', 'outside [0, 1]')),
+    ('VGGSS entry listed twice', lambda w: _eval(w, 'vggss', 'dup', _vggss_json(lambda es: es + es[:1])), ('vggss.json', "'test_000000' twice")),
+    ('--skip-bad keeps duplicates refused', lambda w: _eval(w, 's4', 'dup', _S4_DUP, extra=('--skip-bad',)), "'test_000001' twice"),
 ]
 
 CASES = [pytest.param(*c, id=c[0]) for c in CASES]
@@ -99,6 +160,22 @@ CASES = [pytest.param(*c, id=c[0]) for c in CASES]
 def test_bad_input_is_one_line(W, case, argv, phrase):
     one_line_error(*cli(*argv(W))[::2], phrase)
     assert not (W['d']/'new'/'last.pt').exists()
+
+@pytest.mark.parametrize('layout,damages,bad', [
+    ('s4', (_nan_wav('test_000001'), _silent_wav('test_000002'), _zero_mask('test_000003')),
+     [('test_000001', 'test_000001.wav holds non-finite samples'), ('test_000002', 'test_000002.wav is silent'),
+      ('test_000003', 'test_000003_1.png has no foreground pixel')]),
+    ('vggss', (_box('test_000000', [[0.5, 0.5, 0.5, 0.9]]), _silent_wav('test_000003')),
+     [('test_000000', 'is degenerate'), ('test_000003', 'test_000003.wav is silent')])])
+def test_skip_bad_is_counted(W, layout, damages, bad):
+    "`uspl eval --skip-bad`: exit 0, the bad samples left out of `n`, listed with their reasons in the JSON and on stderr."
+    code, out, err = cli(*_eval(W, layout, 'skip', *damages, extra=('--skip-bad',)))
+    assert code == 0, err
+    r = json.loads(out)
+    assert r['n'] == 4 - len(bad), r
+    assert [s['name'] for s in r['skipped']] == [name for name, _ in bad], r['skipped']
+    for s, (_, why) in zip(r['skipped'], bad): assert why in s['reason'], s
+    assert f'skipped {len(bad)} sample(s)' in err, err
 
 def test_truncated_checkpoint_on_resume(W, tmp_path):
     run = tmp_path/'run'

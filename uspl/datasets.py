@@ -17,7 +17,8 @@ from .layouts import s4_root, s4_path, vggss_path, mask_box, VGGSS_META, VGGSS_T
 from .metrics import gt_from_boxes
 
 # %% auto #0
-__all__ = ['log', 'DATASETS', 'read_image', 'image_tensor', 'read_mask', 'read_objects', 'AVSBenchS4', 'VGGSS', 'build_dataset']
+__all__ = ['log', 'BOX_TOL', 'BAD_HINT', 'S4_SPLITS', 'DATASETS', 'read_image', 'image_tensor', 'read_mask', 'read_objects',
+           'audio_problem', 'mask_problem', 'box_problem', 'AVSBenchS4', 'VGGSS', 'build_dataset']
 
 # %% ../nbs/02a_datasets.ipynb #c005
 log = logging.getLogger('uspl.data')
@@ -73,7 +74,54 @@ def read_objects(path, # an 8-bit object map (0 background, k > 0 the k-th objec
     return torch.from_numpy(np.asarray(m, np.float32))
 
 # %% ../nbs/02a_datasets.ipynb #c013
-class AVSBenchS4(Dataset):
+BOX_TOL = 0.01 # how far (in image sizes) a normalised box may overshoot [0, 1] and be clipped instead of refused
+BAD_HINT = '; skip_bad=True (uspl --skip-bad) skips such samples' # appended to the errors `skip_bad` turns into skips
+
+def audio_problem(wave:Tensor, # the whole file's waveform [L]
+                  clip:Tensor, # the clip taken from it [n]
+                  path) -> str|None: # why the audio cannot be scored, None if it can
+    "Non-finite samples anywhere in the file, or a clip that is all zeros (silent)."
+    if n := int((~torch.isfinite(wave)).sum()): return f"audio file {path} holds non-finite samples (NaN or inf): {n} of {wave.numel()}"
+    if not bool(clip.abs().max() > 0): return f"audio file {path} is silent (all zeros){' in the clip taken' if wave.abs().max() > 0 else ''}"
+    return None
+
+def mask_problem(mask:Tensor, # a ground-truth mask [S,S] as the loader returns it
+                 path) -> str|None: # why it cannot be scored, None if it can
+    "A mask with no foreground pixel."
+    return None if bool(mask.any()) else f"mask {path} has no foreground pixel at {mask.shape[-1]}x{mask.shape[-2]} (all zero)"
+
+def box_problem(b) -> str|None: # why the normalised [xmin, ymin, xmax, ymax] box `b` cannot be scored, None if it can
+    "A box that is not 4 finite numbers, lies outside [0, 1] by more than `BOX_TOL`, or is empty once clipped to [0, 1]."
+    try: x = np.asarray(b, np.float64).reshape(4)
+    except (TypeError, ValueError): return f"box {b!r} is not 4 numbers"
+    if not np.isfinite(x).all(): return f"box {b} is not finite"
+    if (x < -BOX_TOL).any() or (x > 1 + BOX_TOL).any(): return f"box {b} lies outside [0, 1] (boxes are normalised by the image size)"
+    x = x.clip(0, 1)
+    if x[0] >= x[2] or x[1] >= x[3]: return f"box {b} is degenerate (xmin >= xmax or ymin >= ymax)"
+    return None
+
+# %% ../nbs/02a_datasets.ipynb #c016
+S4_SPLITS = ('train', 'val', 'test')
+
+def _s4_rows(meta:Path) -> list:
+    "The rows of `s4_meta_data.csv`; refuses missing columns, a split other than train/val/test and a video listed twice in a split."
+    with open(meta, newline='') as fh: rd = csv.DictReader(fh); rows = [(rd.line_num, r) for r in rd]
+    if not rows or not {'name', 'category', 'split'} <= set(rows[0][1]): raise ValueError(f"{meta} needs columns name, category, split")
+    seen = {}
+    for k, r in rows:
+        if r['split'] not in S4_SPLITS: raise ValueError(f"{meta} line {k}: split {r['split']!r} of {r['name']!r} is not 'train', 'val' or 'test'")
+        if (key := (r['split'], r['name'])) in seen: raise ValueError(f"{meta} lists {r['name']!r} twice in split {r['split']!r} (lines {seen[key]} and {k})")
+        seen[key] = k
+    return [r for _, r in rows]
+
+class _Skips:
+    "What a loader dropped: `skipped` lists `{'name', 'reason'}`, `n_skipped` counts them."
+    @property
+    def n_skipped(self) -> int: return len(self.skipped)
+    def _skip(self, name:str, reason:str):
+        self.skipped.append(dict(name=name, reason=reason)); log.info(f"{self.what}: skipping {name}: {reason}")
+
+class AVSBenchS4(_Skips, Dataset):
     "AVSBench-S4 in its official layout: one frame per video with its audio clip and (val/test) mask."
     def __init__(self, root, # the `Single-source` folder or its parent
                  split:str='test', # 'train', 'val' or 'test'
@@ -82,23 +130,28 @@ class AVSBenchS4(Dataset):
                  front_end:str|nn.Module='logmel', # 'logmel', 'logspec' or a module on waves [L]
                  clip_sec:float=1.0, # audio clip length (the paper: 1 s)
                  sr:int=16000, n_fft:int=512, hop_length:int=160, # audio settings
-                 skip_missing:bool=False, # drop (and count) samples with missing files instead of raising
-                 binarize:bool=False): # threshold non-binary masks at 128 instead of raising
-        if split not in ('train', 'val', 'test'): raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+                 skip_missing:bool=False, # drop (and list in `skipped`) samples with missing files instead of raising
+                 binarize:bool=False, # threshold non-binary masks at 128 instead of raising
+                 skip_bad:bool=False): # drop (and list) samples with non-finite or silent audio or an empty mask instead of raising
+        if split not in S4_SPLITS: raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
         if not 1 <= frame <= 5: raise ValueError(f"frame must be in 1..5, got {frame}")
         self.root, self.split, self.frame, self.img_size, self.clip_sec, self.sr = s4_root(root), split, frame, img_size, clip_sec, sr
-        self.front_end, self.binarize = make_front_end(front_end, sr, n_fft, hop_length), binarize
+        self.front_end, self.binarize, self.what = make_front_end(front_end, sr, n_fft, hop_length), binarize, f'AVSBench-S4 {split}'
         meta = self.root/'s4_meta_data.csv'
-        with open(meta, newline='') as fh: rows = list(csv.DictReader(fh))
-        if not rows or not {'name', 'category', 'split'} <= set(rows[0]): raise ValueError(f"{meta} needs columns name, category, split")
-        rows = [r for r in rows if r['split'] == split]
-        self.items, self.n_skipped = [], 0
+        rows = [r for r in _s4_rows(meta) if r['split'] == split]
+        self.items, self.skipped = [], []
         for r in rows:
             missing = self._missing(r)
             if missing is None: self.items.append(r); continue
-            if not skip_missing: raise FileNotFoundError(f"{missing} (listed in {meta}) not found; pass skip_missing=True to skip such samples")
-            self.n_skipped += 1; log.info(f"AVSBench-S4 {split}: skipping {r['name']}: {missing} not found")
-        log.info(f"AVSBench-S4 {split}: {len(self.items)} of {len(rows)} listed videos found on disk")
+            if not skip_missing: raise FileNotFoundError(f"{missing} (listed in {meta}) not found; pass skip_missing=True (uspl --skip-missing) to skip such samples")
+            self._skip(r['name'], f'missing {missing}')
+        if skip_bad:
+            keep = []
+            for r in self.items:
+                if (why := self.problem(r)) is None: keep.append(r)
+                else: self._skip(r['name'], why)
+            self.items = keep
+        log.info(f"AVSBench-S4 {split}: {len(self.items)} of {len(rows)} listed videos used ({self.n_skipped} skipped)")
         self.with_objects = bool(self.items) and all(self.path('objects', r).is_file() for r in self.items)
 
     def path(self, kind:str, r:dict) -> Path:
@@ -111,17 +164,34 @@ class AVSBenchS4(Dataset):
             return f"{self.path('wav', r)} (the log-mel pkl only serves the 'logmel' front-end)"
         if self.split != 'train' and not self.path('mask', r).is_file(): return self.path('mask', r)
 
-    def audio(self, r:dict) -> Tensor:
-        "The front-end's output for the chosen frame's clip."
+    def _clip(self, r:dict):
+        "The chosen frame's clip [n] of the wav, or patch `frame` [1,96,64] of the pkl; and why it cannot be scored (None if it can)."
         if self.path('wav', r).is_file():
-            w = clip_around(load_audio(self.path('wav', r), self.sr), self.frame - 0.5, self.clip_sec, self.sr)
-            with torch.no_grad(): return self.front_end(w).float()
+            w = load_audio(self.path('wav', r), self.sr)
+            c = clip_around(w, self.frame - 0.5, self.clip_sec, self.sr)
+            return c, audio_problem(w, c, self.path('wav', r))
         p = self.path('pkl', r)
         try:
             with open(p, 'rb') as fh: x = torch.as_tensor(np.asarray(pickle.load(fh), np.float32))
         except Exception as e: raise ValueError(f"cannot read log-mel file {p}: {e}") from None
         if x.ndim < 3 or x.shape[0] < self.frame or tuple(x.shape[-2:]) != (96, 64): raise ValueError(f"log-mel file {p} has shape {tuple(x.shape)}, expected [5,1,96,64]")
-        return x[self.frame - 1].reshape(1, 96, 64)
+        x = x[self.frame - 1].reshape(1, 96, 64)
+        if not torch.isfinite(x).all(): return x, f"log-mel file {p} holds non-finite values (NaN or inf) in patch {self.frame}"
+        return x, (f"log-mel file {p} is constant in patch {self.frame} (silent audio)" if bool(x.max() == x.min()) else None)
+
+    def problem(self, r:dict) -> str|None:
+        "Why metadata row `r` cannot be scored (non-finite or silent audio, an all-zero val/test mask), None if it can; reads its files."
+        why = self._clip(r)[1]
+        if why is None and self.split != 'train':
+            why = mask_problem(read_mask(self.path('mask', r), self.img_size, binarize=self.binarize), self.path('mask', r))
+        return why
+
+    def audio(self, r:dict) -> Tensor:
+        "The front-end's output for the chosen frame's clip; a `ValueError` naming the file if it cannot be scored."
+        x, why = self._clip(r)
+        if why: raise ValueError(why + BAD_HINT)
+        if x.ndim == 3: return x  # a log-mel patch from the pkl
+        with torch.no_grad(): return self.front_end(x).float()
 
     def __len__(self): return len(self.items)
 
@@ -130,31 +200,46 @@ class AVSBenchS4(Dataset):
         im = read_image(self.path('frame', r))
         has_mask = self.path('mask', r).is_file()
         mask = read_mask(self.path('mask', r), self.img_size, im.size, self.binarize) if has_mask else torch.zeros(self.img_size, self.img_size)
+        if has_mask and self.split != 'train' and (why := mask_problem(mask, self.path('mask', r))): raise ValueError(why + BAD_HINT)
         s = dict(image=image_tensor(im, self.img_size), audio=self.audio(r), mask=mask, has_mask=has_mask,
                  box=torch.from_numpy(mask_box(mask.numpy() > 0)), name=r['name'], category=r['category'])
         if self.with_objects: s['objects'] = read_objects(self.path('objects', r), self.img_size, im.size)
         return s
 
-# %% ../nbs/02a_datasets.ipynb #c021
+# %% ../nbs/02a_datasets.ipynb #c028
 def _read_ids(ids) -> list:
+    "The ids of a list or of a file with one per line (first comma-separated field); refuses an id listed twice."
     if isinstance(ids, (str, Path)):
         p = Path(ids)
         if not p.is_file(): raise FileNotFoundError(f"id list not found: {p}")
-        return [l.strip().split(',')[0] for l in p.read_text().splitlines() if l.strip()]
-    return list(ids)
+        out, where = [l.strip().split(',')[0] for l in p.read_text().splitlines() if l.strip()], f"id list {p}"
+    else: out, where = list(ids), 'ids'
+    seen = set()
+    for i in out:
+        if i in seen: raise ValueError(f"{where} lists {i!r} twice")
+        seen.add(i)
+    return out
 
 def _read_vggss_json(p:Path) -> dict:
+    "The entries of a `vggss.json` by 'file'; refuses a malformed entry and a 'file' listed twice."
     try: entries = json.loads(p.read_text())
     except FileNotFoundError: raise FileNotFoundError(f"VGGSS metadata not found: {p}") from None
     except ValueError as e: raise ValueError(f"VGGSS metadata {p} is not valid JSON: {e}") from None
     out = {}
     for e in entries if isinstance(entries, list) else [None]:
-        if not (isinstance(e, dict) and 'file' in e and all(len(b) == 4 for b in e.get('bbox', [[]]))):
+        if not (isinstance(e, dict) and 'file' in e and isinstance(e.get('bbox', [[]]), list)
+                and all(isinstance(b, list) and len(b) == 4 for b in e.get('bbox', [[]]))):
             raise ValueError(f"VGGSS metadata {p}: bad entry {e!r} (needs 'file' and 'bbox': [[xmin, ymin, xmax, ymax], ...])")
+        if e['file'] in out: raise ValueError(f"VGGSS metadata {p} lists {e['file']!r} twice")
         out[e['file']] = e
     return out
 
-class VGGSS(Dataset):
+def _boxes_problem(e:dict) -> str|None:
+    "Why a test entry's boxes cannot be scored: none, or one that `box_problem` refuses."
+    if not e.get('bbox'): return 'no box'
+    return next((why for b in e['bbox'] if (why := box_problem(b))), None)
+
+class VGGSS(_Skips, Dataset):
     "VGG-Sound Source (test, with boxes) or VGG-Sound (train, no boxes) in the EZ-VSL / LVS layout."
     def __init__(self, root, # folder with frames/, audio/ and metadata/
                  split:str='test', # 'test' (boxes from the metadata) or 'train' (no ground truth)
@@ -164,11 +249,12 @@ class VGGSS(Dataset):
                  sr:int=16000, n_fft:int=512, hop_length:int=160, # audio settings
                  meta=None, # the json metadata (default `root/metadata/vggss.json`)
                  ids=None, # ids to use (a list or a file with one per line); default: all of the metadata (test) / on disk (train)
-                 skip_missing:bool=True): # drop samples whose files are absent (the protocol); False: raise
+                 skip_missing:bool=True, # drop (and list in `skipped`) samples whose files are absent (the protocol); False: raise
+                 skip_bad:bool=False): # drop (and list) samples with a bad box or non-finite or silent audio instead of raising
         self.root = Path(root)
         if not self.root.is_dir(): raise FileNotFoundError(f"VGGSS root not found: {self.root}")
         if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
-        self.split, self.img_size, self.clip_sec, self.sr = split, img_size, clip_sec, sr
+        self.split, self.img_size, self.clip_sec, self.sr, self.what = split, img_size, clip_sec, sr, f'VGGSS {split}'
         self.front_end = make_front_end(front_end, sr, n_fft, hop_length)
         meta = Path(meta) if meta else self.root/VGGSS_META
         self.meta = _read_vggss_json(meta) if split == 'test' or meta.is_file() else {}
@@ -177,25 +263,40 @@ class VGGSS(Dataset):
         elif (self.root/VGGSS_TRAIN).is_file(): listed = _read_ids(self.root/VGGSS_TRAIN)
         else: listed = sorted(p.stem for p in (self.root/'frames').glob('*.jpg'))
         if split == 'test' and (unknown := [i for i in listed if i not in self.meta]): raise ValueError(f"ids not in {meta}: {unknown[:5]}")
-        self.ids, self.n_skipped = [], 0
+        self.ids, self.skipped = [], []
         for i in listed:
-            missing = next((p for p in (self.path('frame', i), self.path('wav', i)) if not p.is_file()), None)
-            if missing is None: self.ids.append(i); continue
-            if not skip_missing: raise FileNotFoundError(f"{missing} not found (listed sample {i})")
-            self.n_skipped += 1
-        log.info(f"VGGSS {split}: {len(self.ids)} of {len(listed)} listed samples found on disk; using those")
+            if missing := next((p for p in (self.path('frame', i), self.path('wav', i)) if not p.is_file()), None):
+                if not skip_missing: raise FileNotFoundError(f"{missing} not found (listed sample {i})")
+                self._skip(i, f'missing {missing}')
+            elif split == 'test' and (why := _boxes_problem(self.meta[i])):
+                if not skip_bad: raise ValueError(f"VGGSS metadata {meta}, sample {i}: {why}{BAD_HINT}")
+                self._skip(i, f"{why} (in {meta})")
+            else: self.ids.append(i)
+        if skip_bad:
+            keep = []
+            for i in self.ids:
+                if (why := self._clip(i)[1]) is None: keep.append(i)
+                else: self._skip(i, why)
+            self.ids = keep
+        log.info(f"VGGSS {split}: {len(self.ids)} of {len(listed)} listed samples used ({self.n_skipped} skipped)")
         self.with_objects = bool(self.ids) and all(self.path('objects', i).is_file() for i in self.ids)
 
     def path(self, kind:str, vid:str) -> Path:
         "Path of the 'frame', 'wav' or 'objects' file of video `vid` (see `uspl.layouts.vggss_path`)."
         return vggss_path(self.root, kind, vid)
 
+    def _clip(self, vid:str):
+        "The clip [n] centred on the middle of the wav, and why it cannot be scored (None if it can)."
+        w = load_audio(self.path('wav', vid), self.sr)
+        c = clip_around(w, w.shape[-1] / self.sr / 2, self.clip_sec, self.sr)
+        return c, audio_problem(w, c, self.path('wav', vid))
+
     def __len__(self): return len(self.ids)
 
     def __getitem__(self, i:int) -> dict:
         vid = self.ids[i]; e = self.meta.get(vid, {})
-        w = load_audio(self.path('wav', vid), self.sr)
-        w = clip_around(w, w.shape[-1] / self.sr / 2, self.clip_sec, self.sr)
+        w, why = self._clip(vid)
+        if why: raise ValueError(why + BAD_HINT)
         with torch.no_grad(): audio = self.front_end(w).float()
         boxes = e.get('bbox', []) if self.split == 'test' else []
         b = np.array(boxes, np.float32).reshape(-1, 4)
@@ -206,7 +307,7 @@ class VGGSS(Dataset):
         if self.with_objects: s['objects'] = read_objects(self.path('objects', vid), self.img_size, im.size)
         return s
 
-# %% ../nbs/02a_datasets.ipynb #c027
+# %% ../nbs/02a_datasets.ipynb #c036
 DATASETS = ('synthetic', 's4', 'vggss')
 
 def build_dataset(name:str, # 'synthetic', 's4' or 'vggss'
@@ -224,4 +325,6 @@ def build_dataset(name:str, # 'synthetic', 's4' or 'vggss'
     audio = dict(front_end=front_end_name(cfg), sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length)
     if name == 's4': ds = AVSBenchS4(root, split, frame=cfg.s4_frame, img_size=cfg.img_size, clip_sec=cfg.s4_clip_sec, **audio, **kw)
     else: ds = VGGSS(root, split, img_size=cfg.img_size, clip_sec=cfg.vggss_clip_sec, **audio, **kw)
-    return ds if n is None or n >= len(ds) else Subset(ds, range(n))
+    if n is None or n >= len(ds): return ds
+    sub = Subset(ds, range(n)); sub.skipped = ds.skipped  # the skips of the whole listing, for `uspl.cli.report_skips`
+    return sub
