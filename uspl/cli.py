@@ -123,6 +123,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--n-train', type=int, default=2000, help='training scenes')
     s.add_argument('--n-val', type=int, default=100, help='validation scenes')
     s.add_argument('--n-test', type=int, default=300, help='test scenes')
+    s.add_argument('--classes', type=int, default=None, help='keep this many sounding classes, drawn with the seed (AVSBench-S4 has 23); default: all')
+    s.add_argument('--split', choices=('compositions', 'unseen-photos'), default='compositions',
+                   help='compositions: test scenes are new compositions of every stamp; unseen-photos: test sounds with stamps never seen in training')
     o = sub.add_parser('docs', formatter_class=_FMT, help='render the notebooks to static HTML (no quarto needed)',
                        description='Render the notebooks into a static site readable offline.', epilog='example: uspl docs --out _docs')
     o.add_argument('--out', default='_docs', help='site folder')
@@ -314,7 +317,8 @@ def cmd_localize(a):
 def cmd_data(a):
     if a.what is None: raise UsageError('uspl data: choose what to build: stamps')
     from uspl.stamps import build_stamps
-    s = build_stamps(a.src, a.out, layout=a.layout, seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test)
+    s = build_stamps(a.src, a.out, layout=a.layout, seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
+                    classes=a.classes, split=a.split)
     print(json.dumps(s, indent=1, default=str))
 
 def cmd_docs(a):

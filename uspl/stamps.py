@@ -17,7 +17,7 @@ from .layouts import mask_box, write_s4_sample, write_s4_meta, write_vggss_sampl
 # %% auto #0
 __all__ = ['STAMPS_DIR', 'PHOTOS', 'AREA_RANGE', 'SPLIT_MODES', 'SPLIT_IDS', 'AREA_BINS', 'stamp_class', 'Stamp', 'find_stamps',
            'write_fake_stamps', 'load_backgrounds', 'crop_background', 'place_stamp', 'render_stamp', 'compose_scene',
-           'sound_track', 'mix_sound', 'split_pools', 'format_summary', 'build_stamps']
+           'sound_track', 'mix_sound', 'split_pools', 'restrict_classes', 'format_summary', 'build_stamps']
 
 # %% ../nbs/02c_stamps.ipynb #c006
 STAMPS_DIR = '/usr/share/tuxpaint/stamps' # where Debian's tuxpaint-stamps-default installs the stamps
@@ -226,7 +226,21 @@ def split_pools(stamps:list, # usable stamps
     return dict(train=dict(sounding=seen, objects=seen), val=dict(sounding=seen, objects=seen),
                 test=dict(sounding=held, objects=sorted(held + single)))
 
-# %% ../nbs/02c_stamps.ipynb #c028
+# %% ../nbs/02c_stamps.ipynb #c027
+def restrict_classes(stamps:list, # usable stamps
+                     pools:dict, # from `split_pools`
+                     n:int|None, # sounding classes to keep; None: all
+                     seed:int=0, # chooses them
+                    ) -> dict: # the pools with only those classes as sounding objects
+    "Keep `n` sounding classes, the same in every split, drawn with `seed` among the classes every split can sound."
+    if n is None: return pools
+    common = sorted(set.intersection(*[{stamps[k].category for k in p['sounding']} for p in pools.values()]))
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= len(common):
+        raise ValueError(f"classes: must be an integer in [2, {len(common)}] (the classes every split can sound), got {n!r}")
+    keep = set(np.random.default_rng([seed, 98]).choice(common, int(n), replace=False).tolist())
+    return {s: dict(p, sounding=[k for k in p['sounding'] if stamps[k].category in keep]) for s, p in pools.items()}
+
+# %% ../nbs/02c_stamps.ipynb #c031
 _CTX = {}
 
 def _init(ctx): _CTX.clear(); _CTX.update(ctx)
@@ -249,7 +263,7 @@ def _build_one(job) -> tuple:
     return meta, dict(split=split, area=float(sc['mask'].mean()), objects_area=float((sc['objects'] > 0).mean()),
                       sounding=snd.name, silent=[d.name for d in dis], mix=kind)
 
-# %% ../nbs/02c_stamps.ipynb #c029
+# %% ../nbs/02c_stamps.ipynb #c032
 def _stats(x) -> dict:
     "Mean and quantiles of a list of fractions."
     x = np.asarray(x, np.float64)
@@ -286,7 +300,7 @@ def format_summary(s:dict) -> str:
                      f"0/1/2 silent objects: {'/'.join(str(v['distractors'][k]) for k in range(3))}, mixed with a silent object's recording: {v['mix']['distractor']}")
     return '\n'.join(lines)
 
-# %% ../nbs/02c_stamps.ipynb #c030
+# %% ../nbs/02c_stamps.ipynb #c033
 _OURS = ('s4_data', 's4_meta_data.csv', 'frames', 'audio', 'objects', 'metadata', 'stamps.json')
 
 def _prepare_out(out:Path):
@@ -309,6 +323,7 @@ def build_stamps(src=STAMPS_DIR, # the stamp folder
                  img_size:int=224, # frame size written (the loaders resize to `cfg.img_size`)
                  progress:bool=True, # a tqdm progress bar
                  split:str='compositions', # one of `SPLIT_MODES`
+                 classes:int|None=None, # sounding classes to keep (`restrict_classes`); None: every class
                  workers:int|None=None, # processes (default: the CPUs available; 1: in this process)
                  backgrounds=None, # a folder of background photos (default: scikit-image's photos)
                  sr:int=16000, # audio sample rate
@@ -325,7 +340,7 @@ def build_stamps(src=STAMPS_DIR, # the stamp folder
     counts = dict(train=int(n_train), val=int(n_val) if layout == 's4' else 0, test=int(n_test))
     if not sum(counts.values()): raise ValueError("n_train, n_val, n_test: nothing to build (all 0)")
     stamps, skipped = find_stamps(src, sr)
-    pools = split_pools(stamps, split, seed)
+    pools = restrict_classes(stamps, split_pools(stamps, split, seed), classes, seed)
     photos, out = load_backgrounds(backgrounds), Path(out)
     _prepare_out(out)
     ctx = dict(stamps=stamps, pools=pools, photos=photos, seed=int(seed), img_size=int(img_size), sr=int(sr), layout=layout, out=out,
