@@ -337,6 +337,14 @@ def _interrupted(a, e) -> str:
     else: how = 'run the same command again to continue (finished runs are reused, this one resumes)'
     return f'uspl: {e}; {how}'
 
+def _first_line(e:BaseException) -> str:
+    "The line an input error is told in; from a data-loader worker, the original error's own line (its file named), not torch's wrapper."
+    lines = str(e).strip().splitlines()
+    if not lines: return type(e).__name__
+    if lines[0].startswith('Caught ') and 'Original Traceback' in str(e):  # torch.utils.data re-raises a worker's error so
+        return next((l.split(': ', 1)[1] for l in reversed(lines) if l.startswith(type(e).__name__ + ': ')), lines[-1])
+    return lines[0]
+
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `uspl` console script."
     a = None
@@ -349,7 +357,7 @@ def main(argv:list[str]|None=None) -> int:
         return 0
     except _EXPECTED as e:
         if debug and not isinstance(e, UsageError): raise
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        msg = _first_line(e)
         print(msg if msg.startswith('uspl') else f'uspl: error: {msg}', file=sys.stderr)
         raise SystemExit(2)
     except KeyboardInterrupt as e:
