@@ -24,7 +24,8 @@ SIZES = {
     # the main job on 2 CPU cores; its visual encoder starts from the ImageNet MobileNetV2 of a pip package
     'cpu': dict(img_size=96, visual_backbone='mobilenetv2_100', visual_out_indices=(0, 1, 2), freeze_bn='visual',
                 audio_encoder='vggish_small', embed_dim=128, aff_dim=64, fpn_dim=64, head_dim=32, aspp_dim=32, batch_size=16,
-                lr=1e-3, epochs=2, synth_train=2048, synth_val=128, synth_test=256, num_workers=0, eval_path='sps'),
+                lr=1e-3, epochs=2, synth_train=2048, synth_val=128, synth_test=256, num_workers=0, eval_path='sps',
+                iter_epochs=2),  # ICL: iteration 0 as EZ-VSL (5 epochs), then 2 epochs per pseudo-label iteration
     # a smoke run for tests: seconds
     'tiny': dict(img_size=64, visual_backbone='resnet18', audio_encoder='vggish_small', embed_dim=32, aff_dim=16,
                  fpn_dim=16, head_dim=16, aspp_dim=8, batch_size=8, lr=1e-3, warmup_epochs=1, epochs=1, radius=3,
