@@ -185,7 +185,7 @@ def compose_scene(rng:np.random.Generator, # the scene's generator
 # %% ../nbs/02c_stamps.ipynb #c022
 def sound_track(rng:np.random.Generator, wave:np.ndarray, n:int, sr:int, max_gap:float=0.25, max_delay:float=0.3) -> np.ndarray:
     "`wave` looped from a random offset over `n` samples, with random gaps and a random initial delay; unit RMS [n] float64."
-    out, pos, seg = np.zeros(n), int(rng.uniform(0, max_delay) * sr), wave[int(rng.integers(len(wave))):]
+    out, pos, seg = np.zeros(n), int(rng.uniform(0, min(max_delay * sr, n / 2))), wave[int(rng.integers(len(wave))):]
     while pos < n:
         take = min(len(seg), n - pos); out[pos:pos + take] = seg[:take]
         pos += take + int(rng.uniform(0, max_gap) * sr); seg = wave
@@ -201,7 +201,7 @@ def mix_sound(rng:np.random.Generator, # the scene's generator
     if others and rng.random() < 0.5:
         x, kind = s + 10 ** (-rng.uniform(6, 20) / 20) * sound_track(rng, others[int(rng.integers(len(others)))], n, sr), 'distractor'
     else: x, kind = s + 10 ** (-rng.uniform(5, 20) / 20) * background_noise(rng, n), 'noise'
-    return (x / np.abs(x).max() * rng.uniform(0.3, 0.9)).astype(np.float32), kind
+    return (x / max(np.abs(x).max(), 1e-12) * rng.uniform(0.3, 0.9)).astype(np.float32), kind
 
 # %% ../nbs/02c_stamps.ipynb #c025
 SPLIT_MODES = ('compositions', 'unseen-photos')
