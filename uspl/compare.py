@@ -4,7 +4,7 @@
 
 # %% ../nbs/12a_compare.ipynb #c001
 from __future__ import annotations
-import json, time, math, statistics
+import json, time, math, shutil, statistics
 from pathlib import Path
 import numpy as np
 import torch
@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from .core import USPLConfig, atomic_write, seed_everything
 from .metrics import SegMeter, LocMeter, baseline_maps
 from .methods import get_method, build_method
-from .train import evaluate_dataset, load_run, DistEnv
+from .train import evaluate_dataset, load_run, load_checkpoint, DistEnv
 from .encoders import offline_weights
 
 # %% auto #0
@@ -158,6 +158,7 @@ def _train_run(method:str, cfg:USPLConfig, splits:dict, run:Path, progress:bool,
     "Train `method` into `run` unless it is finished; resume an interrupted run."
     if (run/'done.json').is_file(): log(f'{run.name}: finished, reused'); return
     cls = get_method(method)
+    if method == 'icl' and _iteration0_from_ezvsl(cfg, run): log(f'{run.name}: iteration 0 is ezvsl-s{cfg.seed} (same config), reused')
     resume = cls.can_resume(run)
     log(f"{run.name}: {'resuming' if resume else 'training'} ({cfg.warmup_epochs + cfg.epochs} epochs of {len(splits['train'])} scenes)")
     seed_everything(cfg.seed); model = build_method(cfg, method)  # the same initial weights for every method of a seed
@@ -166,6 +167,21 @@ def _train_run(method:str, cfg:USPLConfig, splits:dict, run:Path, progress:bool,
     t0 = time.time()
     st = model.fit(splits['train'], run, evaluate=ev, resume=resume, progress=progress, env=DistEnv())
     atomic_write(run/'done.json', lambda f: f.write(json.dumps(dict(steps=st['global_step'], wall_s=time.time() - t0)).encode()))
+
+def _iteration0_from_ezvsl(cfg:USPLConfig, run:Path) -> bool:
+    "Copy the finished EZ-VSL run of `cfg.seed` beside `run` into `run/iter-0` when its config is ICL's iteration 0; whether it did."
+    src, dst = run.parent/f'ezvsl-s{cfg.seed}', run/'iter-0'
+    if dst.exists() or not (src/'done.json').is_file(): return False
+    # the `icl` group does not enter iteration 0 (a test below checks that iteration 0 trained from scratch is this run)
+    icl = get_method('icl').configure(cfg.update(method='icl')).to_dict()
+    theirs = USPLConfig.load(src/'config.json').to_dict()
+    if any(icl[k] != theirs[k] for k in icl if k not in ('method', 'icl')): return False
+    tmp = run/'iter-0.tmp'; shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+    for f in ('last.pt', 'best.pt'):  # the weights as they are; the checkpoint's config becomes ICL's
+        if (src/f).is_file(): ck = load_checkpoint(src/f); ck['cfg'] = icl; torch.save(ck, tmp/f)
+    if (src/'log.jsonl').is_file(): shutil.copy2(src/'log.jsonl', tmp/'log.jsonl')
+    tmp.rename(dst)  # whole or absent: ICL's fit resumes the finished iteration 0 from its last.pt and trains the rest
+    return True
 
 def _plot(res:dict, path:Path, metric:str='miou'):
     "Each seed's value as a point per method/path, with the mean (seaborn)."
