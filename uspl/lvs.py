@@ -15,9 +15,12 @@ from .mmicl import MMICL
 __all__ = ['lvs_loss', 'LVS']
 
 # %% ../nbs/09c_lvs.ipynb #c005
-def _soft_mean(mask:Tensor, s:Tensor) -> Tensor:
-    "<mask, s> / |mask| over the last two dimensions."
-    return (mask * s).flatten(-2).sum(-1) / mask.flatten(-2).sum(-1).clamp_min(1e-6)
+def _soft_mean(logm:Tensor, # log of the soft mask m (`F.logsigmoid`) [...,h,w]
+               s:Tensor, # the similarity map [...,h,w]
+              ) -> Tensor: # [...]
+    "<m, s> / |m| over the last two dimensions, from log m: exact even where every m(u) is below float precision."
+    w = (logm - logm.flatten(-2).amax(-1)[..., None, None].detach()).exp()  # m / max m: same ratio, |w| >= 1
+    return (w * s).flatten(-2).sum(-1) / w.flatten(-2).sum(-1)
 
 def lvs_loss(audio_emb:Tensor, # projected audio embeddings [B,C]
              visual_feats:Tensor, # projected visual maps [B,C,h,w]
@@ -33,9 +36,9 @@ def lvs_loss(audio_emb:Tensor, # projected audio embeddings [B,C]
     if B < 2: raise ValueError("batch size 1: the contrastive loss is undefined without negatives (need B >= 2)")
     s = torch.einsum('ic,jchw->ijhw', F.normalize(audio_emb, dim=1), F.normalize(visual_feats, dim=1))  # S_{i->j} [B,B,h,w]
     eye = torch.eye(B, dtype=torch.bool, device=s.device)
-    pos_all = _soft_mean(torch.sigmoid((s - eps_pos) / mask_tau), s)               # [B,B]: P_i on the diagonal, E_ij off it
+    pos_all = _soft_mean(F.logsigmoid((s - eps_pos) / mask_tau), s)                # [B,B]: P_i on the diagonal, E_ij off it
     s_ii = s[eye]                                                                 # [B,h,w]
-    hard = _soft_mean(1 - torch.sigmoid((s_ii - eps_neg) / mask_tau), s_ii)        # [B]
+    hard = _soft_mean(F.logsigmoid((eps_neg - s_ii) / mask_tau), s_ii)             # [B]: 1 - sigmoid(x) = sigmoid(-x)
     logits = torch.cat([pos_all.diagonal()[:, None], hard[:, None], pos_all.masked_fill(eye, float('-inf'))], 1) / logit_tau
     return F.cross_entropy(logits, torch.zeros(B, dtype=torch.long, device=s.device))
 
