@@ -4,7 +4,7 @@
 
 # %% ../nbs/12a_compare.ipynb #c001
 from __future__ import annotations
-import json, time, math, shutil, statistics
+import json, os, platform, time, math, shutil, statistics
 from pathlib import Path
 import numpy as np
 import torch
@@ -183,6 +183,13 @@ def _iteration0_from_ezvsl(cfg:USPLConfig, run:Path) -> bool:
     tmp.rename(dst)  # whole or absent: ICL's fit resumes the finished iteration 0 from its last.pt and trains the rest
     return True
 
+def _machine() -> str:
+    "The machine a comparison ran on, in words: CPU count, architecture, torch, GPU if used, load average."
+    from uspl import __version__
+    gpu = f", GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ''
+    load = f", load average {os.getloadavg()[0]:.1f} at the end" if hasattr(os, 'getloadavg') else ''
+    return f"{os.cpu_count()} CPU(s) ({platform.machine()}){gpu}, torch {torch.__version__}, uspl {__version__}{load}"
+
 def _plot(res:dict, path:Path, metric:str='miou'):
     "Each seed's value as a point per method/path, with the mean (seaborn)."
     import seaborn as sns
@@ -218,6 +225,7 @@ def results_markdown(res:dict) -> str:
     if 'mask_area' in st: lines += ['', f"Sounding object area: {100 * st['mask_area']:.1f}% of a test frame on average."]
     lines += ['', f"Config: size {st['size']}; {st['epochs']} epochs ({st['warmup_epochs']} warm-up) of {st['n_train']} training "
               f"samples, batch {st['batch_size']}; wall time {st['wall_s']:.0f} s on {st['threads']} CPU thread(s)."]
+    if 'machine' in st: lines += ['', f"Machine: {st['machine']}."]
     return '\n'.join(lines) + '\n'
 
 def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, results.png
@@ -258,7 +266,7 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
                    mask_area=float(np.mean([float(x['mask'].float().mean()) for x in test.items])))
     res = dict(rows=rows, summary=summarize(rows), claims=claims,
                goals=check_goals(rows, 'vggss' if dataset == 'vggss' else 's4'), setting=setting, config=base.to_dict())
-    res['setting']['wall_s'] = time.time() - t0
+    res['setting'].update(wall_s=time.time() - t0, machine=_machine())
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out/'results.json', lambda f: f.write(json.dumps(res, indent=1).encode()))
     md = results_markdown(res)
