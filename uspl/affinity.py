@@ -13,7 +13,7 @@ from .core import check_finite
 from .trimap import radius_offsets, neighbour_index, AffinityLabels
 
 # %% auto #0
-__all__ = ['PMVAff', 'Affinity', 'local_affinity', 'dense_affinity', 'dense_refine', 'affinity_loss', 'Transition',
+__all__ = ['KERNELS', 'PMVAff', 'Affinity', 'local_affinity', 'dense_affinity', 'dense_refine', 'affinity_loss', 'Transition',
            'local_transition', 'propagate', 'random_walk', 'refine']
 
 # %% ../nbs/07_affinity.ipynb #c006
@@ -110,17 +110,80 @@ def _chunks(x:Tensor, nbytes:int|None=None):
     n = max(1, nbytes // max(1, x[:1].numel() * x.element_size()))
     return [slice(i, i + n) for i in range(0, x.shape[0], n)]
 
+KERNELS = ('auto', 'eager', 'compiled') # how Eq. 3 is computed: see `local_affinity`
+_AUTO_WORK = 2**26 # 'auto' compiles from this many abs-diff-adds per call (paper size: 52 M per frame; the CPU demo's 24x24x64 grid: 2.7 M)
+
+def _l1_gather(x:Tensor, idx:Tensor) -> Tensor:
+    "||x_p - x_idx[k,p]||_1 [b,K,N] from channels-last x [b,N,C] and neighbour indices idx [K,N] (Eq. 3; p itself where outside: 0)."
+    return (x[:, None] - x[:, idx]).abs().sum(-1)
+
+def _l1_gather_grad(x:Tensor, G:Tensor, idx:Tensor) -> Tensor:
+    "sum_k G[k,p] * sign(x_p - x_idx[k,p]) [b,N,C]: the gradient of Eq. 3's distances, both ends of each pair as gathers."
+    d, g = x[:, None] - x[:, idx], G[..., None]
+    return torch.where(d > 0, g, torch.where(d < 0, -g, 0.)).sum(1)    # sign(d) * g, 0 at a tie as torch's abs
+
+_COMPILED = {} # memo: the torch.compile'd kernels, or the error that stopped them on this machine
+
+def _compiled(name:str):
+    "The torch.compile'd `_l1_gather` / `_l1_gather_grad` (one fused loop each: no [b,K,N,C] tensor), built on first use."
+    if name not in _COMPILED:
+        _COMPILED[name] = torch.compile(_l1_gather if name == 'fwd' else _l1_gather_grad, dynamic=True,
+                                        options={'assert_indirect_indexing': False})  # indices built here, always in range
+    return _COMPILED[name]
+
+class _PairL1Fused(torch.autograd.Function):
+    "`_PairL1` as two fused kernels: the forward gathers each pixel's one-sided neighbours, the backward all of them."
+    @staticmethod
+    def forward(ctx, feats, idx, valid):
+        B, C, H, W = feats.shape; Kh = idx.shape[0] // 2; N = H * W
+        p = torch.arange(N, device=feats.device)
+        near = torch.where(valid, idx, p)                               # outside -> p itself: distance 0, sign 0
+        x = feats.permute(0, 2, 3, 1).reshape(B, N, C).contiguous()
+        d = _compiled('fwd')(x, near[:Kh])
+        ctx.save_for_backward(x, near, idx, valid); ctx.shape = (B, C, H, W)
+        return d.view(B, Kh, H, W)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, gd):
+        x, near, idx, valid = ctx.saved_tensors
+        B, C, H, W = ctx.shape; Kh = idx.shape[0] // 2
+        g = gd.reshape(B, Kh, H * W) * valid[:Kh]
+        # the pair (p, p+o_k) seen from p+o_k: offset -o_k is channel K-1-k, its weight g_k read at p-o_k
+        G = torch.cat([g, g.flip(1).gather(2, idx[Kh + 1:].expand(B, -1, -1)) * valid[Kh + 1:]], 1)
+        gx = _compiled('bwd')(x, G, torch.cat([near[:Kh], near[Kh + 1:]]))
+        return gx.view(B, H, W, C).permute(0, 3, 1, 2).contiguous(), None, None
+
+def _use_compiled(kernel:str, work:int) -> bool:
+    if kernel == 'eager' or (kernel == 'auto' and work < _AUTO_WORK): return False
+    err = _COMPILED.get('error')
+    if err is not None and kernel == 'compiled': raise RuntimeError(f"kernel='compiled': torch.compile failed here earlier: {err}")
+    return err is None
+
+def _pair_l1(feats:Tensor, offsets:Tensor, idx:Tensor, valid:Tensor, kernel:str) -> Tensor:
+    "Eq. 3's one-sided L1 distances [B,K//2,H,W] by the chosen kernel; 'auto' falls back to eager (one warning) where compiling fails."
+    B, C, H, W = feats.shape; Kh = len(offsets) // 2
+    if _use_compiled(kernel, B * Kh * H * W * C):
+        try: return _PairL1Fused.apply(feats, idx, valid)
+        except Exception as e:  # no C++ compiler, an unsupported device, ...
+            if kernel == 'compiled': raise
+            _COMPILED['error'] = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+            warnings.warn(f"uspl: Eq. 3 falls back to the eager kernel: torch.compile failed ({_COMPILED['error']})")
+    return _PairL1.apply(feats, [tuple(o) for o in offsets[:Kh].tolist()])
+
 def local_affinity(feats:Tensor, # affinity features F_aff [B,C,H,W]
                    radius:int=7, # neighbourhood radius r: offsets with dy^2+dx^2 < r^2 (Table 6)
                    reduce:str='sum', # 'sum': L1 norm as Eq. 3 is written; 'mean': PSA's mean over channels
+                   kernel:str='auto', # 'eager' (`_PairL1`), 'compiled' (`_PairL1Fused`, torch.compile) or 'auto': compiled for large calls
                   ) -> Affinity:
     "A(i,j) = exp(-||f_i - f_j||_1) for every pair within `radius`, stored per offset [B,K,H,W] (Eq. 3)."
     offsets = radius_offsets(radius); _check_reduce(reduce)
+    if kernel not in KERNELS: raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if feats.ndim != 4: raise ValueError(f"feats must be [B,C,H,W], got {tuple(feats.shape)}")
     check_finite(feats, 'feats')
     B, C, H, W = feats.shape; K = len(offsets); Kh = K // 2
     idx, valid = (t.to(feats.device) for t in neighbour_index(H, W, offsets))
-    d = _PairL1.apply(feats, [tuple(o) for o in offsets[:Kh].tolist()]).flatten(2)   # one-sided offsets [B,Kh,N]
+    d = _pair_l1(feats, offsets, idx, valid, kernel).flatten(2)                 # one-sided offsets [B,Kh,N]
     half = torch.exp(-d / C if reduce == 'mean' else -d) * valid[:Kh]
     # channel j > K//2 has offset o_j = -o_(K-1-j): A(p, p+o_j) = A(p+o_j, p), read at p+o_j from channel K-1-j
     mirror = half.flip(1).gather(2, idx[Kh + 1:].expand(B, -1, -1)) * valid[Kh + 1:]
@@ -247,10 +310,11 @@ def refine(feats:Tensor, # affinity features F_aff [B,C,H,W]
            radius:int=7, beta:float=10., t:int=8, # Table 6 and 8
            reduce:str='sum', # see `local_affinity`
            logt:int|None=None, # see `random_walk`
+           kernel:str='auto', # Eq. 3's kernel, see `local_affinity`
           ) -> Tensor: # M_fine [B,Cm,H,W]
     "Sounding map refinement: `random_walk(local_affinity(feats, radius), m, beta, t)` (Eqs. 3, 7, 8)."
     if feats.ndim != 4 or m.ndim != 4 or feats.shape[0] != m.shape[0] or feats.shape[-2:] != m.shape[-2:]:
         raise ValueError(f"feats [B,C,H,W] and m [B,Cm,H,W] must share B, H and W; got {tuple(feats.shape)} and {tuple(m.shape)} "
                          "(resize the coarse map to the affinity resolution first)")
     _check_beta(beta); steps = _check_steps(t, logt); check_finite(m, 'm')
-    return random_walk(local_affinity(feats, radius, reduce), m, beta, steps)
+    return random_walk(local_affinity(feats, radius, reduce, kernel), m, beta, steps)

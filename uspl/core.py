@@ -119,11 +119,13 @@ class SMRConfig(_Group):
     beta:float=10.0 # affinity power of Eq. 7 (Sec. 4.1, Table 8)
     t:int=8 # random-walk propagation steps of Eq. 8 (Sec. 4.1, Table 8): t steps, not 2^t
     aff_weights:tuple=(0.25, 0.25, 0.5) # weights of the background-positive, foreground-positive and negative means of Eq. 6 (PSA's)
+    eq3_kernel:str='auto' # how Eq. 3 runs: 'eager', 'compiled' (torch.compile, same values) or 'auto' (compiled for large grids; `uspl.affinity.local_affinity`)
     _rules = dict(aff_dim=(_pos, '> 0'), aff_stride=(_pos, '> 0'), radius=(lambda v, _: v >= 1, '>= 1'),
                   beta_l=(lambda v, c: 0 < v < c.beta_h, 'in (0, beta_h)'), beta_h=(_between(0, 1, True, True), 'in (0, 1)'),
                   pamr_dilations=(lambda v, _: len(v) >= 1 and all(isinstance(d, int) and d >= 1 for d in v), 'a list of ints >= 1'),
                   pamr_iters=(_nonneg, '>= 0'), beta=(_pos, '> 0'), t=(_nonneg, '>= 0'),
-                  aff_weights=(lambda v, _: len(v) == 3 and min(v) >= 0, '3 weights >= 0'))
+                  aff_weights=(lambda v, _: len(v) == 3 and min(v) >= 0, '3 weights >= 0'),
+                  eq3_kernel=_one_of('auto', 'eager', 'compiled'))
 
 @dataclass(frozen=True)
 class SPSConfig(_Group):

@@ -46,7 +46,7 @@ class SMR(nn.Module):
         "Local affinities of the PMV-aff feature on the grid (Eq. 3)."
         f = self.pmv_aff(feats)
         if tuple(f.shape[-2:]) != tuple(size): f = F.interpolate(f, size=size, mode='bilinear', align_corners=False)
-        return local_affinity(f, self.cfg.radius)
+        return local_affinity(f, self.cfg.radius, kernel=self.cfg.eq3_kernel)
 
     def forward(self, image:Tensor, # ImageNet-normalised frames [B,3,H,W]
                 feats:list, # visual stage features [B,C_k,h_k,w_k]
