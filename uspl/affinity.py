@@ -291,6 +291,7 @@ def propagate(tr:Transition, # from `local_transition`
     x = m.to(tr.T.dtype).reshape(B, C, N)
     if tr.csr is not None and not (torch.is_grad_enabled() and m.requires_grad):
         y = x.transpose(1, 2).reshape(B * N, C)
+        if C == 1: y = y.view(-1)                                  # one map: sparse matrix x vector, about 1.5x faster than x [N,1]
         for _ in range(t): y = tr.csr @ y
         return y.view(B, N, C).transpose(1, 2).reshape(m.shape)
     for _ in range(t): x = (tr.T[:, None] * x[:, :, tr.idx]).sum(2)
