@@ -15,7 +15,7 @@ from .train import load_run
 from .efficiency import path_efficiency
 
 # %% auto #0
-__all__ = ['efficiency_rows', 'efficiency_markdown', 'demo_figure', 'run_demo']
+__all__ = ['DEMO_BUDGET_S', 'efficiency_rows', 'efficiency_markdown', 'demo_figure', 'time_budget', 'run_demo']
 
 # %% ../nbs/12_demo.ipynb #c005
 def efficiency_rows(out:Path, # the demo's folder (its runs/ of seed `seed`)
@@ -46,6 +46,25 @@ def demo_figure(model, # a trained registered method with several paths (USPL)
     return plot_maps(rows, b['image'], max_cols=n)
 
 # %% ../nbs/12_demo.ipynb #c007
+DEMO_BUDGET_S = 600 # the main job's time budget: 3 seeds of EZ-VSL and USPL at the CPU size on 2 CPU cores
+
+def time_budget(out:Path, # the demo's folder
+                methods, seeds, size:str,
+                t0:float, # time.time() when this call started
+                wall_s:float) -> dict: # this call's wall time
+    "The demo's cost against `DEMO_BUDGET_S`: this call plus the trainings it reused from an earlier call, each run's time listed."
+    runs = {f'{m}-s{s}': Path(out)/'runs'/f'{m}-s{s}'/'done.json' for s in seeds for m in methods}
+    took = {n: json.loads(p.read_text())['wall_s'] for n, p in runs.items() if p.is_file()}
+    reused = [n for n, p in runs.items() if p.is_file() and p.stat().st_mtime < t0]
+    cost = wall_s + sum(took[n] for n in reused)
+    judged = size == 'cpu' and len(seeds) == 3 and set(methods) == {'ezvsl', 'uspl'}
+    verdict = ('met' if cost <= DEMO_BUDGET_S else 'MISSED') if judged else 'not judged (the budget is for 3 seeds of ezvsl,uspl at --size cpu)'
+    each = ', '.join(f'{n} {t:.0f} s' + (' (reused)' if n in reused else '') for n, t in took.items())
+    line = (f"Time budget: {cost:.0f} s in all for {len(seeds)} seed(s) x {len(methods)} method(s) "
+            f"(budget {DEMO_BUDGET_S} s on 2 cores: {verdict}); trainings: {each}.")
+    return dict(cost_s=cost, budget_s=DEMO_BUDGET_S, judged=judged, met=judged and cost <= DEMO_BUDGET_S,
+                trainings_s=took, reused=reused, line=line)
+
 def run_demo(out:str|Path='demo_out', # output folder
              size:str='cpu', # 'cpu' (the main job) or 'tiny' (a smoke run)
              seeds=(0, 1, 2), # one training per method and seed
@@ -62,10 +81,11 @@ def run_demo(out:str|Path='demo_out', # output folder
         model, _ = load_run(out/'runs'/f'uspl-s{seeds[0]}')
         demo_figure(model, test).savefig(out/'figure.png', dpi=80, bbox_inches='tight')
     res['setting']['wall_s'] = time.time() - t0
+    res['budget'] = time_budget(out, methods, seeds, size, t0, res['setting']['wall_s'])
     md = (out/'results.md').read_text().replace('# uspl compare: synthetic', '# uspl demo: synthetic sounding scenes', 1)
     md = md.rstrip('\n').rsplit('\nConfig:', 1)
     md = md[0] + '\n' + efficiency_markdown(res['efficiency'], cfg.img_size) + '\nConfig:' + md[1].split(' wall time')[0] + \
-         f" wall time {res['setting']['wall_s']:.0f} s (the whole demo).\n"
+         f" wall time {res['setting']['wall_s']:.0f} s (the whole demo).\n\n" + res['budget']['line'] + '\n'
     atomic_write(out/'results.json', lambda f: f.write(json.dumps(res, indent=1).encode()))
     atomic_write(out/'results.md', lambda f: f.write(md.encode()))
     log(md)
