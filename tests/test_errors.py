@@ -80,6 +80,22 @@ def _zero_mask(vid):
         Image.fromarray(np.zeros(size[::-1], np.uint8)).save(p)
     return f
 
+def _grey_mask(vid):
+    "A mask saved with anti-aliasing: values other than {0, 255}."
+    def f(root):
+        from PIL import Image
+        p = next(root.rglob(f'gt_masks/test/*/{vid}/{vid}_1.png'))
+        with Image.open(p) as im: a = np.asarray(im.convert('L')).copy()
+        a[a > 0] = 200; a[0, :5] = 77; Image.fromarray(a).save(p)
+    return f
+
+def _no_frames(*vids):
+    "Delete the frames of the S4 test videos `vids` (all of them when none is named)."
+    def f(root):
+        for p in list(root.rglob('visual_frames/test/*/*/*.png')):
+            if not vids or p.parent.name in vids: p.unlink()
+    return f
+
 def _s4_csv(edit):
     "Edit the lines of s4_meta_data.csv."
     def f(root):
@@ -152,6 +168,17 @@ CASES = [
      ('vggss.json, sample test_000001', 'outside [0, 1]')),
     ('VGGSS entry listed twice', lambda w: _eval(w, 'vggss', 'dup', _vggss_json(lambda es: es + es[:1])), ('vggss.json', "'test_000000' twice")),
     ('--skip-bad keeps duplicates refused', lambda w: _eval(w, 's4', 'dup', _S4_DUP, extra=('--skip-bad',)), "'test_000001' twice"),
+    ('VGGSS NaN box', lambda w: _eval(w, 'vggss', 'nanbox', _box('test_000001', [[float('nan'), 0.2, 0.5, 0.8]])),
+     ('vggss.json, sample test_000001', 'is not finite', '--skip-bad')),
+    ('S4 missing frame', lambda w: _eval(w, 's4', 'miss', _no_frames('test_000001')), ('test_000001_1.png', 'not found', 'uspl --skip-missing')),
+    ('S4 every frame missing, --skip-missing', lambda w: _eval(w, 's4', 'nofr', _no_frames(), extra=('--skip-missing',)),
+     ('no sample of the s4 test split to evaluate', 'all 4 listed were skipped')),
+    ('S4 every val frame missing in training', lambda w: _train(w, '--dataset', 's4', '--skip-missing', '--root',
+     _damaged(w, 's4', 'noval', lambda r: [p.unlink() for p in list(r.rglob('visual_frames/val/*/*/*.png'))])),
+     ('the s4 val set has 0 samples', '4 listed were skipped')),
+    ('S4 non-binary mask', lambda w: _eval(w, 's4', 'grey', _grey_mask('test_000001')), ('test_000001_1.png is not binary', 'uspl --binarize')),
+    ('demo --out under a file', lambda w: ('demo', '--size', 'tiny', '--out', w['file']/'x'), 'is a file'),
+    ('demo --out not creatable', lambda w: ('demo', '--size', 'tiny', '--out', '/proc/uspl_demo/x'), 'cannot create'),
 ]
 
 CASES = [pytest.param(*c, id=c[0]) for c in CASES]
@@ -176,6 +203,44 @@ def test_skip_bad_is_counted(W, layout, damages, bad):
     assert [s['name'] for s in r['skipped']] == [name for name, _ in bad], r['skipped']
     for s, (_, why) in zip(r['skipped'], bad): assert why in s['reason'], s
     assert f'skipped {len(bad)} sample(s)' in err, err
+
+def test_skip_missing_and_binarize(W):
+    "`--skip-missing` counts and lists the sample whose frame is missing; `--binarize` scores a non-binary mask (exit 0)."
+    code, out, err = cli(*_eval(W, 's4', 'miss', _no_frames('test_000001'), extra=('--skip-missing',)))
+    assert code == 0, err
+    r = json.loads(out)
+    assert r['n'] == 3 and [s['name'] for s in r['skipped']] == ['test_000001'] and 'test_000001_1.png' in r['skipped'][0]['reason']
+    assert 'skipped 1 sample(s)' in err and 'Traceback' not in err
+    code, out, err = cli(*_eval(W, 's4', 'grey', _grey_mask('test_000001'), extra=('--binarize',)))
+    assert code == 0, err
+    assert json.loads(out)['n'] == 4
+
+def test_bad_training_sample_names_the_file(W, tmp_path):
+    "A NaN wav met in training (read lazily, per batch): exit 2, the file named in the last line, no traceback, the folder unlocked."
+    root = _damaged(W, 's4', 'trnan', _nan_wav('train_000001'))
+    code, out, err = cli(*_train(W, '--dataset', 's4', '--root', root, out=tmp_path/'run'))
+    assert code == 2 and 'Traceback' not in err, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith('uspl: error: audio file') and 'train_000001.wav holds non-finite samples' in last and '--skip-bad' in last, err
+    assert not (tmp_path/'run'/'.lock').exists()
+
+@pytest.mark.parametrize('how', ['flag', 'env'])
+def test_debug_shows_the_traceback(W, monkeypatch, how):
+    "`uspl --debug ...` or USPL_DEBUG=1: the input error is raised (its traceback), with a wrapped cause attached."
+    argv = ('--debug',) if how == 'flag' else ()
+    if how == 'env': monkeypatch.setenv('USPL_DEBUG', '1')
+    with pytest.raises(ValueError, match='test_000001.wav holds non-finite'):
+        main([str(a) for a in argv + _eval(W, 's4', 'nan', _nan_wav('test_000001'))])
+    from uspl.cli import UsageError
+    with pytest.raises(UsageError, match='lr must be > 0') as e: main([str(a) for a in argv + _train(W, cfg=W['cfg']('dbg', lr=-1))])
+    assert isinstance(e.value.__cause__, ValueError)
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    "An unexpected exception is not turned into a line: it propagates (its traceback printed by Python)."
+    import uspl.cli
+    def boom(a): raise RuntimeError('a bug')
+    monkeypatch.setattr(uspl.cli, 'cmd_docs', boom)
+    with pytest.raises(RuntimeError, match='a bug'): main(['docs', '--out', 'x'])
 
 def test_truncated_checkpoint_on_resume(W, tmp_path):
     run = tmp_path/'run'

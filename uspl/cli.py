@@ -137,7 +137,7 @@ def load_config(path:str|None):
     from uspl.core import USPLConfig
     if path is None: return USPLConfig()
     try: return USPLConfig.load(path)
-    except (FileNotFoundError, ValueError, TypeError) as e: raise UsageError(f'unreadable config: {e}') from None
+    except (FileNotFoundError, ValueError, TypeError) as e: raise UsageError(f'unreadable config: {e}') from e  # the cause: for --debug
 
 def check_root(dataset:str, root:str|None) -> Path|None:
     "The dataset root, which must exist for the real datasets."
@@ -227,12 +227,15 @@ def cmd_train(a):
     if a.resume: _check_resumable(out, cfg.method)
     env = init_distributed(a.device)
     try:
-        train_ds = build_dataset(a.dataset, root, 'train', cfg, **dkw)
-        val_ds = build_dataset(a.dataset, root, 'val' if a.dataset != 'vggss' else 'test', cfg, **dkw)
-        if len(train_ds) < cfg.batch_size:
-            raise UsageError(f'the {a.dataset} training set has {len(train_ds)} samples, fewer than one batch (batch_size={cfg.batch_size})')
+        vs = 'val' if a.dataset != 'vggss' else 'test'
+        train_ds, val_ds = build_dataset(a.dataset, root, 'train', cfg, **dkw), build_dataset(a.dataset, root, vs, cfg, **dkw)
+        for ds, split, least, unit in ((train_ds, 'train', cfg.batch_size, f'one batch (batch_size={cfg.batch_size})'), (val_ds, vs, 1, 'one to validate on')):
+            if ds is not None and len(ds) < least:  # before an epoch is trained (an empty validation set failed after the first)
+                sk = getattr(ds, 'skipped', None) or []
+                raise UsageError(f'the {a.dataset} {split} set has {len(ds)} samples, fewer than {unit}'
+                                 + (f"; {len(sk)} listed were skipped (the first, {sk[0]['name']}: {sk[0]['reason']})" if sk else ''))
         if env.main:
-            report_skips(train_ds, f'{a.dataset} train'); report_skips(val_ds, f"{a.dataset} {'val' if a.dataset != 'vggss' else 'test'}")
+            report_skips(train_ds, f'{a.dataset} train'); report_skips(val_ds, f'{a.dataset} {vs}')
         seed_everything(cfg.seed); model = build_method(cfg)  # the same initial weights in every process and run
         if env.main:
             print(describe(model, model.cfg), file=sys.stderr)
@@ -261,6 +264,10 @@ def cmd_eval(a):
     path = a.path or model.default_path
     if path not in model.paths: raise UsageError(f"--path {path}: method {model.name!r} has only {model.paths}")
     ds = build_dataset(a.dataset, root, a.split, model.cfg, **dkw)
+    if len(ds) == 0:  # every listed sample skipped, or none listed: said so, not as 'no ground-truth mask'
+        sk = getattr(ds, 'skipped', None) or []
+        raise UsageError(f'no sample of the {a.dataset} {a.split} split to evaluate: ' +
+                         (f"all {len(sk)} listed were skipped (the first, {sk[0]['name']}: {sk[0]['reason']})" if sk else 'it lists none'))
     skipped = report_skips(ds, f'{a.dataset} {a.split}')
     dev = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     res = evaluate_dataset(model.to(dev), ds, path=path, batch_size=a.batch_size, device=dev)
@@ -356,7 +363,7 @@ def main(argv:list[str]|None=None) -> int:
          'docs': cmd_docs}[a.cmd](a)
         return 0
     except _EXPECTED as e:
-        if debug and not isinstance(e, UsageError): raise
+        if debug: raise
         msg = _first_line(e)
         print(msg if msg.startswith('uspl') else f'uspl: error: {msg}', file=sys.stderr)
         raise SystemExit(2)

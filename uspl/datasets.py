@@ -53,7 +53,7 @@ def read_mask(path, # a binary mask image
         raise ValueError(f"mask {path} is {m.shape[1]}x{m.shape[0]} but its frame is {frame_size[0]}x{frame_size[1]}")
     vals = set(np.unique(m).tolist())
     if binarize: m = m >= 128
-    elif not (vals <= {0, 1} or vals <= {0, 255}): raise ValueError(f"mask {path} is not binary: values {sorted(vals)[:8]} (binarize=True thresholds at 128)")
+    elif not (vals <= {0, 1} or vals <= {0, 255}): raise ValueError(f"mask {path} is not binary: values {sorted(vals)[:8]}; binarize=True (uspl --binarize) thresholds such masks at 128")
     m = Image.fromarray((m > 0).astype(np.uint8)).resize((size, size), Image.NEAREST)
     return torch.from_numpy(np.asarray(m, np.float32))
 
