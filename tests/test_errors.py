@@ -334,6 +334,14 @@ def test_second_writer_refuses_demo_compare(tmp_path, cmd):
     finally: p.kill(); p.wait()
     assert sorted(x.name for x in run.iterdir()) == ['.lock']
 
+def test_compare_refuses_a_finished_run_of_another_config(W, tmp_path):
+    "`uspl compare` again into the same --out with a changed config: one line naming the field, not a silent reuse."
+    argv = ('compare', '--seeds', '0', '--methods', 'ezvsl', '--no-progress', '--out', tmp_path/'cmp')
+    code, out, err = cli(*argv, '--config', W['tiny'])
+    assert code == 0, err
+    code, out, err = cli(*argv, '--config', W['cfg']('lr2', lr=5e-4))
+    one_line_error(code, err, ('ezvsl-s0 is a finished run of another config', 'lr 0.0001, now 0.0005'))
+
 def test_ctrl_c_is_one_line_exit_130(W, tmp_path):
     "SIGINT to the process group (a terminal's Ctrl-C) mid-training, data-loader workers included."
     cfg = W['cfg']('ctrlc', num_workers=2, ckpt_every=1, epochs=20, synth_train=64)

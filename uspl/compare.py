@@ -16,8 +16,8 @@ from .train import evaluate_dataset, load_run, load_checkpoint, DistEnv
 from .encoders import offline_weights
 
 # %% auto #0
-__all__ = ['SIZES', 'PACKAGED_WEIGHTS', 'BASELINE_ROWS', 'METRICS', 'CLAIMS', 'size_config', 'InMemory', 'compare_splits',
-           'score_baselines', 'summarize', 'paired', 'check_goals', 'results_markdown', 'run_compare']
+__all__ = ['SIZES', 'PACKAGED_WEIGHTS', 'BASELINE_ROWS', 'METRICS', 'CLAIMS', 'REUSE_IGNORES', 'size_config', 'InMemory',
+           'compare_splits', 'score_baselines', 'summarize', 'paired', 'check_goals', 'results_markdown', 'run_compare']
 
 # %% ../nbs/12a_compare.ipynb #c006
 SIZES = {
@@ -155,8 +155,8 @@ def check_goals(rows:list, # every row (learned rows with a seed, baselines with
 
 # %% ../nbs/12a_compare.ipynb #c019
 def _train_run(method:str, cfg:USPLConfig, splits:dict, run:Path, progress:bool, log) -> None:
-    "Train `method` into `run` unless it is finished; resume an interrupted run."
-    if (run/'done.json').is_file(): log(f'{run.name}: finished, reused'); return
+    "Train `method` into `run` unless it is finished (and trained with this config); resume an interrupted run."
+    if (run/'done.json').is_file(): _check_reuse(method, cfg, run); log(f'{run.name}: finished, reused'); return
     cls = get_method(method)
     if method == 'icl' and _iteration0_from_ezvsl(cfg, run): log(f'{run.name}: iteration 0 is ezvsl-s{cfg.seed} (same config), reused')
     resume = cls.can_resume(run)
@@ -167,6 +167,18 @@ def _train_run(method:str, cfg:USPLConfig, splits:dict, run:Path, progress:bool,
     t0 = time.time()
     st = model.fit(splits['train'], run, evaluate=ev, resume=resume, progress=progress, env=DistEnv())
     atomic_write(run/'done.json', lambda f: f.write(json.dumps(dict(steps=st['global_step'], wall_s=time.time() - t0)).encode()))
+
+REUSE_IGNORES = ('num_workers', 'ckpt_every') # config fields that do not change what a finished run learned
+
+def _check_reuse(method:str, cfg:USPLConfig, run:Path) -> None:
+    "Raise unless the finished run in `run` was trained with `cfg` as `method` configures it, naming the fields that differ."
+    try: saved = USPLConfig.load(run/'config.json').flat()
+    except FileNotFoundError: raise ValueError(f"{run} holds done.json but no config.json: remove that run folder to train it again") from None
+    want = get_method(method).configure(cfg.update(method=method)).flat()
+    diff = {k: (saved.get(k), v) for k, v in want.items() if k not in REUSE_IGNORES and saved.get(k) != v}
+    if diff:
+        raise ValueError(f"{run} is a finished run of another config (" + ', '.join(f'{k} {a!r}, now {b!r}' for k, (a, b) in diff.items())
+                         + "): give a new --out, or remove that run folder to train it again")
 
 def _iteration0_from_ezvsl(cfg:USPLConfig, run:Path) -> bool:
     "Copy the finished EZ-VSL run of `cfg.seed` beside `run` into `run/iter-0` when its config is ICL's iteration 0; whether it did."
