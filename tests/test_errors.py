@@ -136,7 +136,7 @@ CASES = [
     ('beta -1', lambda w: _train(w, cfg=w['cfg']('c13', beta=-1)), 'beta'),
     ('img_size 8', lambda w: _train(w, cfg=w['cfg']('c14', img_size=8)), 'img_size'),
     ('eval_path unknown', lambda w: _train(w, cfg=w['cfg']('c15', eval_path='fine')), 'eval_path'),
-    ('unknown backbone', lambda w: _train(w, cfg=w['cfg']('c16', visual_backbone='resnet_nope')), 'resnet_nope'),
+    ('unknown backbone', lambda w: _train(w, cfg=w['cfg']('c16', visual_backbone='resnet_nope')), ('resnet_nope', 'visual_backbone')),
     ('batch_size above the dataset', lambda w: _train(w, cfg=w['cfg']('c17', batch_size=32)), 'fewer than one batch'),
     ('--out is a file', lambda w: _train(w, out=w['file']), 'is a file'),
     ('--out under a file', lambda w: _train(w, out=w['file']/'run'), 'is a file'),

@@ -81,7 +81,7 @@ class VisualEncoder(nn.Module):
                  out_indices:tuple=(1, 2, 3, 4), # the stages returned
                  weights_match:str='name'): # how `weights` are paired with the model: 'name' or 'order' (see `load_weights`)
         super().__init__()
-        if not timm.is_model(backbone): raise ValueError(f"backbone {backbone!r} is not a timm model name")
+        if not timm.is_model(backbone): raise ValueError(f"backbone {backbone!r} (config field visual_backbone) is not a timm model name")
         if output_stride not in (8, 16, 32): raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
         if pretrained and weights is not None: raise ValueError("give either pretrained=True or weights=PATH, not both")
         self.body = timm.create_model(backbone, pretrained=pretrained, features_only=True,
