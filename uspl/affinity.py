@@ -154,8 +154,14 @@ class _PairL1Fused(torch.autograd.Function):
         gx = _compiled('bwd')(x, G, torch.cat([near[:Kh], near[Kh + 1:]]))
         return gx.view(B, H, W, C).permute(0, 3, 1, 2).contiguous(), None, None
 
+def _in_dispatch_mode() -> bool:
+    "Whether a TorchDispatchMode (e.g. `FlopCounterMode`) is active: code compiled under one keeps running uncompiled after it."
+    from torch.utils._python_dispatch import is_in_torch_dispatch_mode
+    return is_in_torch_dispatch_mode()
+
 def _use_compiled(kernel:str, work:int) -> bool:
-    if kernel == 'eager' or (kernel == 'auto' and work < _AUTO_WORK): return False
+    "Whether Eq. 3 takes the compiled kernel; 'auto' stays eager for small calls and under a dispatch mode (FLOP counting)."
+    if kernel == 'eager' or (kernel == 'auto' and (work < _AUTO_WORK or _in_dispatch_mode())): return False
     err = _COMPILED.get('error')
     if err is not None and kernel == 'compiled': raise RuntimeError(f"kernel='compiled': torch.compile failed here earlier: {err}")
     return err is None
