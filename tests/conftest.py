@@ -14,3 +14,8 @@ def notebooks():
 
 @pytest.fixture
 def root(): return ROOT
+
+def pytest_sessionfinish(session, exitstatus):
+    "Clear torch.compile's caches before the interpreter exits: their weakref callbacks otherwise print KeyErrors at shutdown."
+    import sys
+    if 'torch._dynamo' in sys.modules: sys.modules['torch._dynamo'].reset()

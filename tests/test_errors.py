@@ -224,15 +224,16 @@ def test_bad_training_sample_names_the_file(W, tmp_path):
     assert last.startswith('uspl: error: audio file') and 'train_000001.wav holds non-finite samples' in last and '--skip-bad' in last, err
     assert not (tmp_path/'run'/'.lock').exists()
 
-@pytest.mark.parametrize('how', ['flag', 'env'])
+@pytest.mark.parametrize('how', ['flag', 'flag after the subcommand', 'env'])
 def test_debug_shows_the_traceback(W, monkeypatch, how):
-    "`uspl --debug ...` or USPL_DEBUG=1: the input error is raised (its traceback), with a wrapped cause attached."
+    "`uspl --debug ...` (or `uspl CMD ... --debug`) or USPL_DEBUG=1: the input error is raised (its traceback), with a wrapped cause attached."
     argv = ('--debug',) if how == 'flag' else ()
     if how == 'env': monkeypatch.setenv('USPL_DEBUG', '1')
+    after = ('--debug',) if how == 'flag after the subcommand' else ()
     with pytest.raises(ValueError, match='test_000001.wav holds non-finite'):
-        main([str(a) for a in argv + _eval(W, 's4', 'nan', _nan_wav('test_000001'))])
+        main([str(a) for a in argv + _eval(W, 's4', 'nan', _nan_wav('test_000001')) + after])
     from uspl.cli import UsageError
-    with pytest.raises(UsageError, match='lr must be > 0') as e: main([str(a) for a in argv + _train(W, cfg=W['cfg']('dbg', lr=-1))])
+    with pytest.raises(UsageError, match='lr must be > 0') as e: main([str(a) for a in argv + _train(W, cfg=W['cfg']('dbg', lr=-1)) + after])
     assert isinstance(e.value.__cause__, ValueError)
 
 def test_a_bug_keeps_its_traceback(monkeypatch):

@@ -355,9 +355,10 @@ def _first_line(e:BaseException) -> str:
 def main(argv:list[str]|None=None) -> int:
     "Entry point of the `uspl` console script."
     a = None
-    debug = bool(os.environ.get('USPL_DEBUG')) or '--debug' in (sys.argv[1:] if argv is None else argv)
+    argv = [str(x) for x in (sys.argv[1:] if argv is None else argv)]
+    debug = bool(os.environ.get('USPL_DEBUG')) or '--debug' in argv
     try:
-        a = build_parser().parse_args(argv)
+        a = build_parser().parse_args((['--debug'] if '--debug' in argv else []) + [x for x in argv if x != '--debug'])  # anywhere
         if a.cmd is None: build_parser().print_help(); return 2
         {'demo': cmd_demo, 'train': cmd_train, 'eval': cmd_eval, 'compare': cmd_compare, 'localize': cmd_localize, 'data': cmd_data,
          'docs': cmd_docs}[a.cmd](a)
