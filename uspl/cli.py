@@ -10,8 +10,8 @@ import uspl
 
 # %% auto #0
 __all__ = ['DATASETS', 'UsageError', 'build_parser', 'load_config', 'check_root', 'check_out', 'data_options', 'report_skips',
-           'describe', 'cmd_train', 'cmd_eval', 'cmd_demo', 'cmd_compare', 'cmd_localize', 'cmd_data', 'cmd_docs',
-           'main']
+           'skipped_note', 'describe', 'cmd_train', 'cmd_eval', 'cmd_demo', 'cmd_compare', 'cmd_localize', 'cmd_data',
+           'cmd_docs', 'main']
 
 # %% ../nbs/13_cli.ipynb #c005
 class UsageError(Exception):
@@ -174,6 +174,11 @@ def report_skips(ds, what:str) -> list:
         print(f"uspl: warning: {what}: skipped {len(sk)} sample(s) ({shown}{'; ...' if len(sk) > 3 else ''})", file=sys.stderr)
     return sk
 
+def skipped_note(ds) -> str:
+    "How many listed samples a loader skipped and why the first was, for an error about what is left; '' when none."
+    sk = list(getattr(ds, 'skipped', None) or [])
+    return f"{len(sk)} listed were skipped (the first, {sk[0]['name']}: {sk[0]['reason']})" if sk else ''
+
 def describe(model, cfg) -> str:
     "One line on the size of what is about to be trained."
     n = sum(p.numel() for p in model.parameters())
@@ -231,9 +236,8 @@ def cmd_train(a):
         train_ds, val_ds = build_dataset(a.dataset, root, 'train', cfg, **dkw), build_dataset(a.dataset, root, vs, cfg, **dkw)
         for ds, split, least, unit in ((train_ds, 'train', cfg.batch_size, f'one batch (batch_size={cfg.batch_size})'), (val_ds, vs, 1, 'one to validate on')):
             if ds is not None and len(ds) < least:  # before an epoch is trained (an empty validation set failed after the first)
-                sk = getattr(ds, 'skipped', None) or []
-                raise UsageError(f'the {a.dataset} {split} set has {len(ds)} samples, fewer than {unit}'
-                                 + (f"; {len(sk)} listed were skipped (the first, {sk[0]['name']}: {sk[0]['reason']})" if sk else ''))
+                note = skipped_note(ds)
+                raise UsageError(f'the {a.dataset} {split} set has {len(ds)} samples, fewer than {unit}' + (f'; {note}' if note else ''))
         if env.main:
             report_skips(train_ds, f'{a.dataset} train'); report_skips(val_ds, f'{a.dataset} {vs}')
         seed_everything(cfg.seed); model = build_method(cfg)  # the same initial weights in every process and run
@@ -265,9 +269,8 @@ def cmd_eval(a):
     if path not in model.paths: raise UsageError(f"--path {path}: method {model.name!r} has only {model.paths}")
     ds = build_dataset(a.dataset, root, a.split, model.cfg, **dkw)
     if len(ds) == 0:  # every listed sample skipped, or none listed: said so, not as 'no ground-truth mask'
-        sk = getattr(ds, 'skipped', None) or []
-        raise UsageError(f'no sample of the {a.dataset} {a.split} split to evaluate: ' +
-                         (f"all {len(sk)} listed were skipped (the first, {sk[0]['name']}: {sk[0]['reason']})" if sk else 'it lists none'))
+        note = skipped_note(ds)
+        raise UsageError(f'no sample of the {a.dataset} {a.split} split to evaluate: ' + (f'all {note}' if note else 'it lists none'))
     skipped = report_skips(ds, f'{a.dataset} {a.split}')
     dev = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     res = evaluate_dataset(model.to(dev), ds, path=path, batch_size=a.batch_size, device=dev)
