@@ -136,8 +136,10 @@ def make_optimizer(model:nn.Module, cfg:USPLConfig) -> torch.optim.Optimizer:
     "The optimiser `cfg.optimizer` ('adam' or 'sgd') over `model`'s parameters with `cfg.lr` and `cfg.weight_decay`; Adam fused where torch has the kernel."
     if cfg.optimizer == 'adam':
         # the fused kernel is the same update in one pass over each parameter (ResNet-50 + VGGish on a CPU: 62 ms a step, not 470)
-        try: return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=True)
-        except (RuntimeError, TypeError): return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+        for fused in (True, None):  # None: torch's own choice where this device or version has no fused Adam
+            try: return torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, fused=fused)
+            except (RuntimeError, TypeError):
+                if fused is None: raise
     if cfg.optimizer == 'sgd': return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'adam' or 'sgd'")
 
