@@ -363,6 +363,8 @@ def main(argv:list[str]|None=None) -> int:
     try:
         a = build_parser().parse_args((['--debug'] if '--debug' in argv else []) + [x for x in argv if x != '--debug'])  # anywhere
         if a.cmd is None: build_parser().print_help(); return 2
+        if a.cmd in ('demo', 'train', 'compare'):  # freed step memory stays in the heap (see `uspl.train.tune_allocator`)
+            from uspl.train import tune_allocator; tune_allocator()
         {'demo': cmd_demo, 'train': cmd_train, 'eval': cmd_eval, 'compare': cmd_compare, 'localize': cmd_localize, 'data': cmd_data,
          'docs': cmd_docs}[a.cmd](a)
         return 0

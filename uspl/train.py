@@ -18,9 +18,9 @@ from .metrics import SegMeter, LocMeter
 
 # %% auto #0
 __all__ = ['SAFE_ON_RESUME', 'DistEnv', 'init_distributed', 'cleanup_distributed', 'gather_cat', 'mean_over_processes',
-           'epoch_batches', 'step_generator', 'load_checkpoint', 'load_run', 'make_optimizer', 'RunLocked', 'RunLock',
-           'refuse_locked', 'remove_stale_temps', 'trim_log', 'held_checkpoints', 'prepare_run', 'resume_config',
-           'LossStep', 'to_device', 'hold_sigint', 'TrainingInterrupted', 'fit', 'evaluate_dataset']
+           'epoch_batches', 'step_generator', 'load_checkpoint', 'load_run', 'make_optimizer', 'tune_allocator',
+           'RunLocked', 'RunLock', 'refuse_locked', 'remove_stale_temps', 'trim_log', 'held_checkpoints', 'prepare_run',
+           'resume_config', 'LossStep', 'to_device', 'hold_sigint', 'TrainingInterrupted', 'fit', 'evaluate_dataset']
 
 # %% ../nbs/10_train.ipynb #c006
 class DistEnv(NamedTuple):
@@ -142,6 +142,17 @@ def make_optimizer(model:nn.Module, cfg:USPLConfig) -> torch.optim.Optimizer:
                 if fused is None: raise
     if cfg.optimizer == 'sgd': return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'adam' or 'sgd'")
+
+# %% ../nbs/10_train.ipynb #c021b
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters of glibc's malloc.h
+
+def tune_allocator() -> bool:
+    "Keep freed memory in this process's heap (glibc: large blocks from the heap, not `mmap`; no trimming); whether it applied (False off glibc)."
+    import ctypes, platform
+    if not sys.platform.startswith('linux') or platform.libc_ver()[0] != 'glibc': return False
+    try: libc = ctypes.CDLL('libc.so.6')
+    except OSError: return False
+    return all(libc.mallopt(k, v) == 1 for k, v in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)))
 
 # %% ../nbs/10_train.ipynb #c023
 class RunLocked(BlockingIOError):
