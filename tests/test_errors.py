@@ -142,6 +142,9 @@ CASES = [
     ('--out under a file', lambda w: _train(w, out=w['file']/'run'), 'is a file'),
     ('--out not creatable', lambda w: _train(w, out='/proc/uspl_run/x'), 'cannot create'),
     ('demo --out is a file', lambda w: ('demo', '--size', 'tiny', '--out', w['file']), 'is a file'),
+    ('compare --jobs 0', lambda w: ('compare', '--size', 'tiny', '--out', w['d']/'jobs', '--jobs', '0'), '--jobs must be >= 1, got 0'),
+    ('demo --jobs -2', lambda w: ('demo', '--size', 'tiny', '--out', w['d']/'jobs', '--jobs', '-2'), '--jobs must be >= 1, got -2'),
+    ('compare --jobs two', lambda w: ('compare', '--out', w['d']/'jobs', '--jobs', 'two'), "argument --jobs: invalid int value: 'two'"),
     ('--max-steps 0', lambda w: _train(w, '--max-steps', '0'), '--max-steps'),
     ('--max-steps -1', lambda w: _train(w, '--max-steps', '-1'), '--max-steps'),
     ('eval --batch-size 0', lambda w: ('eval', '--run', w['run'], '--batch-size', '0'), '--batch-size'),
@@ -362,6 +365,30 @@ def test_ctrl_c_is_one_line_exit_130(W, tmp_path):
     assert not (run/'.lock').exists() and not list(run.glob('.*.tmp'))
     ck = torch.load(run/'last.pt', map_location='cpu', weights_only=False)
     assert f"global step {ck['global_step']}" in last
+
+def test_ctrl_c_of_parallel_trainings(W, tmp_path):
+    "Ctrl-C to `uspl compare --jobs 2` while its workers train: one line, exit 130, every worker gone, no lock or temp file left."
+    cfg = W['cfg']('ctrlc_jobs', ckpt_every=2, epochs=20, synth_train=64)
+    out = tmp_path/'cmp'
+    exe = [sys.executable, '-m', 'uspl.cli', 'compare', '--out', str(out), '--config', str(cfg), '--seeds', '0', '--jobs', '2']
+    p = subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         env=dict(os.environ, OMP_NUM_THREADS='2'))
+    t0 = time.time()
+    while not list(out.glob('runs/*/last.pt')) and time.time() - t0 < 120 and p.poll() is None: time.sleep(0.2)
+    time.sleep(0.5)
+    os.killpg(p.pid, signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert err.strip().splitlines() == ['uspl: interrupted; run the same command again to continue (finished runs are reused, '
+                                        'interrupted ones resume)'], err
+    def group_alive():
+        try: os.killpg(p.pid, 0); return True
+        except ProcessLookupError: return False
+    t0 = time.time()
+    while group_alive() and time.time() - t0 < 10: time.sleep(0.1)  # multiprocessing's resource tracker ends just after
+    assert not group_alive()  # the workers ended with the command
+    assert not list(out.glob('runs/*/.lock')) and not list(out.glob('runs/*/.*.tmp'))
+    assert not (out/'runs'/'uspl-s0'/'done.json').exists()  # interrupted, to resume on the next call
 
 def test_run_files_honour_the_umask(W):
     "Checkpoints, config and log get 0666 less the umask (mkstemp's 0600 before), so a shared run folder is readable."

@@ -23,6 +23,8 @@ class _Parser(argparse.ArgumentParser):
 
 DATASETS = ('synthetic', 's4', 'vggss')
 _FMT = argparse.ArgumentDefaultsHelpFormatter
+_JOBS_HELP = ('N trainings at a time, each in a worker process with 1/N of the CPU threads and no progress bars: more '
+               'throughput (long trainings end sooner in all), each training slower; 1: one after the other (see uspl.compare)')
 
 def _csv(kind):
     "An argparse type: a comma-separated list of `kind`."
@@ -56,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--size', choices=('cpu', 'tiny'), default='cpu', help='cpu (the main job) or tiny (a smoke run)')
     d.add_argument('--seeds', type=_csv(int), default=[0, 1, 2], help='seeds, comma-separated')
     d.add_argument('--methods', type=_csv(str), default=['ezvsl', 'uspl'], help=f'methods, comma-separated, of {M}')
+    d.add_argument('--jobs', type=int, default=2, metavar='N', help=_JOBS_HELP)  # the default of `uspl.demo.run_demo` (not imported: the parser stays light)
     t = sub.add_parser('train', formatter_class=_FMT, help='train a registered method',
                        description='Train a registered method into a run folder (checkpoints, config.json, log.jsonl).',
                        epilog='example: uspl train --method uspl --dataset s4 --root AVSBench/Single-source --out runs/uspl-s4 --config cfg.json')
@@ -98,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--config', help='JSON config file instead of a size')
     c.add_argument('--no-imagenet', action='store_true', help='with --size cpu: the visual encoder from scratch')
     c.add_argument('--no-progress', action='store_true', help='no progress bars')
+    c.add_argument('--jobs', type=int, default=1, metavar='N', help=_JOBS_HELP)
     l = sub.add_parser('localize', formatter_class=_FMT, help="a trained run on one's own image and sound, or video",
                        description="Localise the sounding object in one's own media with a trained run: writes overlay PNGs "
                                    "(a video: one per second, a contact sheet and an MP4) and prints one JSON line of the files.",
@@ -283,7 +287,11 @@ def _check_methods(names):
     bad = [m for m in names if m not in method_names()]
     if bad: raise UsageError(f'--methods: unknown method(s) {bad}; choose from {method_names()}')
 
+def _check_jobs(a):
+    if a.jobs < 1: raise UsageError(f'--jobs must be >= 1, got {a.jobs}')
+
 def cmd_demo(a):
+    _check_jobs(a)
     from uspl.demo import run_demo
     from uspl.compare import size_config
     _check_methods(a.methods)
@@ -291,9 +299,10 @@ def cmd_demo(a):
     except FileNotFoundError as e: raise UsageError(str(e)) from None
     from uspl.train import refuse_locked
     refuse_locked(check_out(a.out))  # a second demo into the same folder
-    run_demo(a.out, size=a.size, seeds=a.seeds, methods=a.methods)
+    run_demo(a.out, size=a.size, seeds=a.seeds, methods=a.methods, jobs=a.jobs)
 
 def cmd_compare(a):
+    _check_jobs(a)
     from uspl.compare import run_compare, size_config
     _check_methods(a.methods); root = check_root(a.dataset, a.root)
     cfg = load_config(a.config) if a.config else None
@@ -302,7 +311,8 @@ def cmd_compare(a):
         except FileNotFoundError as e: raise UsageError(str(e)) from None
     from uspl.train import refuse_locked
     refuse_locked(check_out(a.out))  # a second compare into the same folder
-    run_compare(a.out, a.methods, a.seeds, a.dataset, root, a.size, cfg, imagenet=not a.no_imagenet, progress=not a.no_progress)
+    run_compare(a.out, a.methods, a.seeds, a.dataset, root, a.size, cfg, imagenet=not a.no_imagenet, progress=not a.no_progress,
+                jobs=a.jobs)
 
 def cmd_localize(a):
     if not Path(a.run).is_dir(): raise UsageError(f'run folder not found: {a.run}')
@@ -341,7 +351,10 @@ _EXPECTED = (UsageError, ValueError, TypeError, FileNotFoundError, NotADirectory
 
 def _interrupted(a, e) -> str:
     "The line Ctrl-C ends with: where training stopped and how to continue."
-    if getattr(e, 'run', None) is None: return 'uspl: interrupted'
+    if getattr(e, 'run', None) is None:
+        if a is not None and a.cmd in ('compare', 'demo'):  # e.g. trainings in worker processes (`--jobs`): each run resumes
+            return 'uspl: interrupted; run the same command again to continue (finished runs are reused, interrupted ones resume)'
+        return 'uspl: interrupted'
     if a is not None and a.cmd == 'train':
         how = ('continue with the same command plus --resume' if e.saved is not None else 'run the same command to start again')
     else: how = 'run the same command again to continue (finished runs are reused, this one resumes)'

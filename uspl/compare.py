@@ -4,7 +4,8 @@
 
 # %% ../nbs/12a_compare.ipynb #c001
 from __future__ import annotations
-import json, os, platform, time, math, shutil, statistics
+import json, os, platform, time, math, shutil, statistics, pickle, signal, tempfile, threading, multiprocessing
+from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
 from pathlib import Path
 import numpy as np
 import torch
@@ -17,7 +18,8 @@ from .encoders import offline_weights
 
 # %% auto #0
 __all__ = ['SIZES', 'PACKAGED_WEIGHTS', 'BASELINE_ROWS', 'METRICS', 'CLAIMS', 'REUSE_IGNORES', 'size_config', 'InMemory',
-           'compare_splits', 'score_baselines', 'summarize', 'paired', 'check_goals', 'results_markdown', 'run_compare']
+           'compare_splits', 'score_baselines', 'summarize', 'paired', 'check_goals', 'threads_note',
+           'results_markdown', 'run_compare', 'train_parallel']
 
 # %% ../nbs/12a_compare.ipynb #c006
 SIZES = {
@@ -217,6 +219,12 @@ def _plot(res:dict, path:Path, metric:str='miou'):
     ax.legend(title='seed', fontsize=7, title_fontsize=7, loc='best'); ax.grid(axis='y', alpha=.3)
     fig.tight_layout(); fig.savefig(path, dpi=90)
 
+def threads_note(st:dict) -> str:
+    "How the trainings of a comparison's `setting` used the CPU, in words ('on T CPU thread(s)', or J trainings at a time)."
+    jobs = st.get('jobs', 1)  # results.json written before `--jobs` existed: one training at a time
+    if jobs == 1: return f"on {st['threads']} CPU thread(s)"
+    return f"with {jobs} trainings at a time, {st['threads']} CPU thread(s) each"
+
 def results_markdown(res:dict) -> str:
     "The comparison as tables: mean ± std over seeds per row, the paired differences, and the goals."
     pct = lambda k: k in ('miou', 'ciou')
@@ -236,7 +244,7 @@ def results_markdown(res:dict) -> str:
     lines += ['', 'Quality goals:'] + [f"- {'met' if g['met'] else 'MISSED'}: {g['goal']} ({g['measured']})" for g in res['goals']]
     if 'mask_area' in st: lines += ['', f"Sounding object area: {100 * st['mask_area']:.1f}% of a test frame on average."]
     lines += ['', f"Config: size {st['size']}; {st['epochs']} epochs ({st['warmup_epochs']} warm-up) of {st['n_train']} training "
-              f"samples, batch {st['batch_size']}; wall time {st['wall_s']:.0f} s on {st['threads']} CPU thread(s)."]
+              f"samples, batch {st['batch_size']}; wall time {st['wall_s']:.0f} s {threads_note(st)}."]
     if 'machine' in st: lines += ['', f"Machine: {st['machine']}."]
     return '\n'.join(lines) + '\n'
 
@@ -248,19 +256,23 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
                 size:str='cpu', # a key of `SIZES` (ignored when `cfg` is given)
                 cfg:USPLConfig|None=None, # the base config (its seed is replaced by each seed)
                 imagenet:bool=True, # with `size`: start the visual encoder from the packaged ImageNet weights
-                progress:bool=True, log=print) -> dict:
+                progress:bool=True, log=print,
+                jobs:int=1, # trainings at a time, each in a worker process (no progress bars); 1: one after the other here
+               ) -> dict:
     "Train each method once per seed (reusing finished runs), score every path and the trivial baselines, write the results."
     t0, out = time.time(), Path(out)
     methods, seeds = list(methods), [int(s) for s in seeds]
     for m in methods: get_method(m)
     if not seeds: raise ValueError('seeds: give at least one seed')
+    if not isinstance(jobs, int) or jobs < 1: raise ValueError(f'jobs must be an integer >= 1, got {jobs!r}')
     base = cfg if cfg is not None else size_config(size, seeds[0], imagenet)
     splits = compare_splits(dataset, root, base)
-    rows = []
+    rows, threads = [], torch.get_num_threads()
+    if jobs > 1: threads = train_parallel(out, methods, seeds, base, splits, jobs, log)  # every run finished, then scored here
     for seed in seeds:
         for m in methods:
             run = out/'runs'/f'{m}-s{seed}'
-            _train_run(m, base.update(seed=seed, method=m), splits, run, progress, log)
+            if jobs == 1: _train_run(m, base.update(seed=seed, method=m), splits, run, progress, log)
             # an iterative method (ICL) is also scored at its iteration 0, the control its goal is stated against
             for name, it in [(m, None)] + ([(f'{m}-iter0', 0)] if m == 'icl' else []):
                 model, _ = load_run(run, iteration=it)
@@ -273,7 +285,7 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
     test = splits['test']
     setting = dict(dataset=dataset, root=str(root) if root else None, size=None if cfg is not None else size, seeds=seeds,
                    methods=methods, n_train=len(splits['train']), n_test=len(test), batch_size=base.batch_size,
-                   warmup_epochs=base.warmup_epochs, epochs=base.warmup_epochs + base.epochs, threads=torch.get_num_threads(),
+                   warmup_epochs=base.warmup_epochs, epochs=base.warmup_epochs + base.epochs, threads=threads, jobs=jobs,
                    imagenet=bool(base.visual_weights) or base.pretrained,
                    mask_area=float(np.mean([float(x['mask'].float().mean()) for x in test.items])))
     res = dict(rows=rows, summary=summarize(rows), claims=claims,
@@ -286,3 +298,103 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
     _plot(res, out/'results.png', 'ciou' if dataset == 'vggss' else 'miou')
     log(md)
     return res
+
+# %% ../nbs/12a_compare.ipynb #c025
+_WORKER = {}  # a training worker's datasets and stop event, set once by `_init_worker` (empty in the parent)
+
+def _init_worker(threads:int, # CPU threads of this worker's trainings
+                 data:str, # file of the pickled {'train', 'val'} lists of samples
+                 stop): # a `multiprocessing.Event`: set, a training not begun is skipped
+    "Set up a training worker: its threads, the allocator (`uspl.train.tune_allocator`), Ctrl-C left to the parent, the datasets."
+    from uspl.train import tune_allocator
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # between trainings; `_train_job` takes it while it trains
+    torch.set_num_threads(threads); tune_allocator()
+    with open(data, 'rb') as f: items = pickle.load(f)
+    _WORKER.update(splits={k: None if v is None else InMemory(v) for k, v in items.items()}, stop=stop)
+
+def _interrupt_once(sig, frame):
+    "A worker's SIGINT handler: the first Ctrl-C ends the training (`KeyboardInterrupt`), a second one is ignored."
+    signal.signal(signal.SIGINT, signal.SIG_IGN); raise KeyboardInterrupt
+
+def _portable(e:BaseException) -> BaseException|None:
+    "None when `e` crosses processes as itself (pickled with its type and message), else a stand-in that does."
+    try:
+        back = pickle.loads(pickle.dumps(e))
+        if type(back) is type(e) and str(back) == str(e): return None
+    except Exception: pass
+    return KeyboardInterrupt(str(e)) if isinstance(e, KeyboardInterrupt) else RuntimeError(f'{type(e).__name__}: {e}')
+
+def _train_job(method:str, cfg:USPLConfig, run:Path) -> dict|None:
+    "One training in a worker (`_train_run`, no progress bars): its log lines and wall time (None: stopped first); errors raised as they were."
+    msgs, t0 = [], time.time()
+    try:
+        signal.signal(signal.SIGINT, _interrupt_once)  # before the check: a stop after it interrupts the training
+        if _WORKER['stop'].is_set(): return None
+        _train_run(method, cfg, _WORKER['splits'], run, False, msgs.append)
+    except BaseException as e:
+        if (stand_in := _portable(e)) is None: raise
+        raise stand_in from None
+    finally: signal.signal(signal.SIGINT, signal.SIG_IGN)
+    return dict(log=msgs, wall_s=time.time() - t0)
+
+# %% ../nbs/12a_compare.ipynb #c027
+def _submit(pool, *args):
+    "`pool.submit(*args)` with Ctrl-C ignored meanwhile: a worker it starts inherits that, so only a training takes Ctrl-C there."
+    if threading.current_thread() is not threading.main_thread(): return pool.submit(*args)
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try: return pool.submit(*args)
+    finally: signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
+
+def _stop_pool(pool, stop, grace:float=10.):
+    "Cancel the trainings not started, interrupt the running ones (each ends as after Ctrl-C, its lock released), end the workers."
+    procs = list((pool._processes or {}).values())  # the executor's own worker processes
+    stop.set(); pool.shutdown(wait=False, cancel_futures=True)
+    for p in procs:
+        if p.is_alive():
+            try: os.kill(p.pid, signal.SIGINT)
+            except ProcessLookupError: pass
+    end = time.time() + grace
+    for p in procs: p.join(max(0., end - time.time()))
+    for p in procs:
+        if p.is_alive(): p.terminate(); p.join()
+
+# %% ../nbs/12a_compare.ipynb #c028
+def train_parallel(out:Path, # the comparison's folder (its runs/)
+                   methods:list, seeds:list,
+                   base:USPLConfig, # the base config (its seed and method are replaced per run)
+                   splits:dict, # the datasets of `compare_splits` (train and val go to the workers)
+                   jobs:int, # trainings at a time
+                   log) -> int:
+    "Train every unfinished run of `run_compare` in `jobs` worker processes (ICL of a seed after EZ-VSL of it); the threads of each."
+    from uspl.compare import _init_worker, _train_job  # by module path: spawned workers import them (a notebook's are in __main__)
+    threads, todo = max(1, torch.get_num_threads() // jobs), []
+    for seed in seeds:
+        for m in methods:
+            run, cfg = out/'runs'/f'{m}-s{seed}', base.update(seed=seed, method=m)
+            if (run/'done.json').is_file(): _train_run(m, cfg, splits, run, False, log)  # checked before any training starts
+            else: todo.append((m, cfg, run))
+    if not todo: return threads
+    names = {run.name for _, _, run in todo}  # the runs not finished yet
+    def ready(m, cfg, run): return m != 'icl' or f'ezvsl-s{cfg.seed}' not in names  # ICL's iteration 0 is that EZ-VSL run
+    with tempfile.TemporaryDirectory(prefix='uspl-compare-') as tmp:
+        data = Path(tmp)/'splits.pkl'  # the samples pickled once (plain dicts): rendering the scenes in each worker costs far more
+        items = {k: None if splits[k] is None else [splits[k][i] for i in range(len(splits[k]))] for k in ('train', 'val')}
+        with open(data, 'wb') as f: pickle.dump(items, f, protocol=pickle.HIGHEST_PROTOCOL)
+        ctx = multiprocessing.get_context('spawn'); stop = ctx.Event()
+        pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(threads, str(data), stop))
+        running = {}
+        try:
+            while todo or running:
+                while len(running) < jobs and (nxt := next((t for t in todo if ready(*t)), None)):
+                    todo.remove(nxt); m, cfg, run = nxt
+                    running[_submit(pool, _train_job, m, cfg, run)] = run.name
+                    log(f'{run.name}: started in a worker process ({threads} CPU thread(s))')
+                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                for f in done:
+                    name = running.pop(f); r = f.result()  # a worker's error is raised here, as it was there
+                    for line in r['log']: log(line)
+                    log(f"{name}: finished in {r['wall_s']:.0f} s"); names.discard(name)
+        except BaseException:
+            _stop_pool(pool, stop); raise
+        pool.shutdown()
+    return threads
