@@ -1,0 +1,39 @@
+"""The benchmark scripts run (smoke sizes) and print their goal lines: a change that breaks a script fails here, not on the
+day someone measures. Their numbers at these sizes mean nothing; the measured figures are in nbs/results/bench/."""
+import contextlib, importlib.util, io, sys
+from pathlib import Path
+import pytest, torch
+
+BENCH = Path(__file__).resolve().parents[1]/'benchmarks'
+
+def run(name, argv):
+    "Import benchmarks/NAME.py and run its main(argv); (its return value, what it printed)."
+    spec = importlib.util.spec_from_file_location(name, BENCH/f'{name}.py')
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    threads, out = torch.get_num_threads(), io.StringIO()
+    try:
+        with contextlib.redirect_stdout(out): res = mod.main(argv)
+    finally: torch.set_num_threads(threads)
+    return res, out.getvalue()
+
+def test_bench_train_step_prints_the_step_its_parts_and_the_goal():
+    res, out = run('bench_train_step', ['--size', 'tiny', '--batch', '2', '--reps', '1', '--threads', '1'])
+    for part in ('encoders + projectors forward', 'random walk (Eqs. 7-8)', 'SPS forward + loss', 'optimiser step',
+                 'whole step, default allocator', 'whole step, tune_allocator', 'floor: warm-up step'):
+        assert part in out, part
+    assert 'step / backbone = ' in out and ('(goal <= 2.0: met' in out or '(goal <= 2.0: MISSED' in out)
+    assert res['ratio'] > 0 and res['floor'] > 0 and len(res['parts_ms']) == 8
+
+def test_bench_efficiency_prints_table3_rows_and_both_ratio_goals():
+    res, out = run('bench_efficiency', ['--backbone', 'resnet18', '--audio', 'vggish_small', '--size', '64', '--batch', '1',
+                                        '--runs', '1', '--warmup', '0', '--threads', '1', '--device', 'cpu'])
+    for row in ('| EZ-VSL |', '| SMR |', '| SPS |'): assert row in out, row
+    assert 'SPS / EZ-VSL inference time' in out and 'SMR / EZ-VSL inference time' in out
+
+def test_bench_refine_and_affinity_print_their_goals():
+    _, out = run('bench_refine', ['--batch', '1', '--size', '12', '--dim', '8', '--radius', '3', '--repeats', '1',
+                                  '--slider-repeats', '2', '--threads', '1'])
+    assert 'goal' in out
+    res, out = run('bench_affinity', ['--batch', '1', '--size', '12', '--dim', '8', '--radius', '3', '--runs', '1', '--threads', '1'])
+    assert 'forward:  compiled' in out and 'backward: compiled' in out
+    assert res['ratio_forward'] > 0 and res['ratio_backward'] > 0
