@@ -43,7 +43,7 @@ docs: $(STAMP)  ## static HTML docs in _docs/ from the executed notebooks, reada
 	$(BIN)/uspl docs
 
 sync: $(STAMP)  ## clean the notebooks and export the library
-	$(BIN)/nbdev_clean && $(BIN)/nbdev_export && $(BIN)/python -c "from uspl.docs import write_readme; write_readme()"
+	$(BIN)/nbdev_clean && $(BIN)/nbdev_export && $(BIN)/python -c "from uspl.apps.docs import write_readme; write_readme()"
 
 clean:
 	rm -rf _docs _proc $(OUT) .pytest_cache

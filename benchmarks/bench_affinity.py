@@ -1,4 +1,4 @@
-"""Benchmark of Eq. 3 (`uspl.affinity.local_affinity`'s pairwise L1 distances), forward and backward, against the
+"""Benchmark of Eq. 3 (`uspl.components.affinity.local_affinity`'s pairwise L1 distances), forward and backward, against the
 kit's previous implementation (kept below as `RefPairL1`: channels-first, loops over offsets on chunks of ~64 MB of
 samples), and against a matrix product with the same multiply-add count. Two kernels of the kit are timed: 'compiled'
 (`_PairL1Fused`, torch.compile'd gathers; what `kernel='auto'` picks at this size) and 'eager' (`_PairL1`, channels-last
@@ -19,8 +19,8 @@ from __future__ import annotations
 import argparse, platform, statistics, time
 import torch
 from torch.autograd.function import once_differentiable
-from uspl.affinity import _PairL1, _pair_l1, _pair_slices
-from uspl.trimap import radius_offsets, neighbour_index
+from uspl.components.affinity import _PairL1, _pair_l1, _pair_slices
+from uspl.components.trimap import radius_offsets, neighbour_index
 
 GOAL = 6.0
 

@@ -10,7 +10,7 @@ front-end is excluded, as it is the same for all three):
 - EZ-VSL: `EZVSL.predict(..., 'coarse')`: encoders + projectors + coarse map (Eq. 1), upsampled and min-max normalised;
 - SMR: `USPL.predict(..., 'smr')`: the same + PMV-aff + random-walk refinement (Eqs. 3, 7, 8) on the model's own grid;
 - SPS: `USPL.predict(..., 'sps')`: the features and coarse map + Eq. 9 fusion + PMV-dec + FPN decoder, sigmoid.
-Every path is the registry's own inference path (`uspl.methods`), so the benchmark times what users run.
+Every path is the registry's own inference path (`uspl.methods.base`), so the benchmark times what users run.
 
 Timing: eval mode, `torch.no_grad`, `warmup` untimed rounds, then `runs` rounds; in each round every path is called
 once in turn (interleaved, so that a change in machine load hits all paths alike). frames/s = batch / median time;
@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse, os, platform, statistics, sys
 import torch, torch.nn.functional as F
 from uspl.core import USPLConfig, seed_everything
-from uspl.methods import build_method
-from uspl.audio import front_end_for
+from uspl.methods.base import build_method
+from uspl.data.audio import front_end_for
 from uspl.efficiency import count_params, count_flops, frames_per_second
 
 GOAL = 1.3  # SPS / EZ-VSL inference-time ratio we aim at

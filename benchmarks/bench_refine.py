@@ -1,5 +1,5 @@
-"""Benchmark of sounding map refinement (SMR): the local random walk `uspl.affinity.refine` against the dense
-HW x HW reference `uspl.affinity.dense_refine`, at the paper's setting (56x56, r=7, beta=10, t=8, 256-d features).
+"""Benchmark of sounding map refinement (SMR): the local random walk `uspl.components.affinity.refine` against the dense
+HW x HW reference `uspl.components.affinity.dense_refine`, at the paper's setting (56x56, r=7, beta=10, t=8, 256-d features).
 
     python benchmarks/bench_refine.py [--threads N] [--batch 8] [--size 56] [--dim 256]
 
@@ -17,9 +17,9 @@ the largest tensors is printed beside it.
 """
 import argparse, os, resource, statistics, time
 import torch, torch.nn.functional as F
-from uspl.affinity import refine, dense_refine, local_affinity, local_transition, propagate
-from uspl.widgets import log_affinity, transition_from_log
-from uspl.trimap import radius_offsets
+from uspl.components.affinity import refine, dense_refine, local_affinity, local_transition, propagate
+from uspl.apps.widgets import log_affinity, transition_from_log
+from uspl.components.trimap import radius_offsets
 
 MB = 2**20
 

@@ -5,7 +5,7 @@
 Every figure is measured in this process (median of --reps). Goal (issue: speed): the whole step <= 2.0x the
 backbone's forward+backward on the same batch, at the demo's config and at the paper's (batch 8 on a CPU).
 The whole step and the backbone are timed twice: with the C library's default allocator, then after
-`uspl.train.tune_allocator()` (what the `uspl` training commands use); the parts are timed after it. The floor line is
+`uspl.engine.train.tune_allocator()` (what the `uspl` training commands use); the parts are timed after it. The floor line is
 a USPL warm-up step (encoders + MMICL, no SMR or SPS) over the same backbone: what the step costs before the method's
 own heads.
 """
@@ -13,13 +13,13 @@ import argparse, statistics, time
 import torch
 from torch.utils.data import default_collate
 from uspl.core import USPLConfig, upsample_maps
-from uspl.compare import size_config
-from uspl.methods import build_method
-from uspl.synthetic import SyntheticScenes
-from uspl.trimap import trimap_from_coarse
-from uspl.affinity import random_walk
-from uspl.segmenter import seg_loss
-from uspl.train import make_optimizer, tune_allocator
+from uspl.evaluation.compare import size_config
+from uspl.methods.base import build_method
+from uspl.data.synthetic import SyntheticScenes
+from uspl.components.trimap import trimap_from_coarse
+from uspl.components.affinity import random_walk
+from uspl.components.sps import seg_loss
+from uspl.engine.train import make_optimizer, tune_allocator
 
 def timed(fn, reps):
     ts = []
@@ -54,7 +54,7 @@ def main(argv=None):
         t0 = time.perf_counter(); size = smr.grid(img.shape); grid = upsample_maps(a.coarse.detach()[:, None], size)
         tri = trimap_from_coarse(img, grid, size, c.beta_l, c.beta_h, c.pamr_dilations, c.pamr_iters).tri; mark('PAMR + tri-map (Eqs. 4-5)', t0)
         t0 = time.perf_counter(); aff = smr.affinity(a.feats, size)
-        from uspl.smr import SMROut
+        from uspl.components.smr import SMROut
         l_aff = smr.loss(SMROut(grid, tri, aff, None)); mark('PMV-aff + affinities + loss (Eqs. 3, 6)', t0)
         t0 = time.perf_counter()
         with torch.no_grad(): fine = random_walk(aff._replace(a=aff.a.detach()), grid, c.beta, c.t)

@@ -6,7 +6,7 @@ from conftest import ROOT
 
 def uspl(*args, cwd=None):
     exe = Path(sys.executable).parent/'uspl'
-    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'uspl.cli']
+    cmd = [str(exe)] if exe.exists() else [sys.executable, '-m', 'uspl.apps.cli']
     return subprocess.run(cmd + list(args), capture_output=True, text=True, cwd=cwd, timeout=300)
 
 def test_help_lists_subcommands():

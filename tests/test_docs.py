@@ -13,12 +13,12 @@ import pytest
 from conftest import ROOT
 from _browser import require_browser, chromium, is_local
 
-SUBSET = ['index.ipynb', '00_core.ipynb', '11_widgets.ipynb', '14_docs.ipynb']
+SUBSET = ['index.ipynb', '00_core.ipynb', '70_apps/72_widgets.ipynb', '70_apps/75_docs.ipynb']
 
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
     require_browser()   # skip before the (long) build when no browser can look at it
-    from uspl.docs import build_docs
+    from uspl.apps.docs import build_docs
     full = os.environ.get('USPL_DOCS_FULL') == '1'
     return build_docs(tmp_path_factory.mktemp('docs')/'_docs', root=ROOT, notebooks=None if full else SUBSET, verbose=False)
 
@@ -76,7 +76,7 @@ def _load(browser, url):
 
 def _show_docs(nb: Path) -> list:
     "The names a notebook documents with a visible `show_doc(...)`."
-    from uspl.docs import directives
+    from uspl.apps.docs import directives
     out = []
     for c in json.loads(nb.read_text())['cells']:
         src = ''.join(c['source'])
@@ -158,6 +158,6 @@ def test_browser_tests_skip_without_chromium():
     assert r.returncode != 0 and 'browser required' in r.stdout, r.stdout[-2000:]
 
 def test_readme_matches_index():
-    from uspl.docs import readme_text
+    from uspl.apps.docs import readme_text
     want = readme_text(ROOT/'nbs'/'index.ipynb')
     assert (ROOT/'README.md').read_text() == want, 'README.md is out of date: run `make sync`'

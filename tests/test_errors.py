@@ -1,13 +1,13 @@
 """Bad input gives one line and exit code 2, run folders are owned and never mixed, data problems are counted (issue 18).
 
-The CLI runs in-process (`uspl.cli.main`) on tiny configs; subprocesses only where a second process or a signal is the point."""
+The CLI runs in-process (`uspl.apps.cli.main`) on tiny configs; subprocesses only where a second process or a signal is the point."""
 import contextlib, io, json, os, shutil, signal, subprocess, sys, time
 from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from uspl.cli import main
+from uspl.apps.cli import main
 
 TINY = {"img_size": 64, "visual_backbone": "resnet18", "audio_encoder": "vggish_small", "embed_dim": 32, "aff_dim": 16,
         "fpn_dim": 16, "head_dim": 16, "aspp_dim": 8, "batch_size": 4, "synth_train": 16, "synth_val": 8, "synth_test": 8,
@@ -41,7 +41,7 @@ def W(tmp_path_factory):
     assert code == 0, err
     w['run'] = d/'run'
     from uspl.core import USPLConfig
-    from uspl.synthetic import SyntheticScenes, write_synthetic
+    from uspl.data.synthetic import SyntheticScenes, write_synthetic
     c = USPLConfig.from_dict(TINY)
     splits = {s: SyntheticScenes.from_config(c, s, n) for s, n in (('train', 4), ('val', 4), ('test', 4))}
     write_synthetic(splits, d/'s4', 's4', audio_sec=5.0)
@@ -235,15 +235,15 @@ def test_debug_shows_the_traceback(W, monkeypatch, how):
     after = ('--debug',) if how == 'flag after the subcommand' else ()
     with pytest.raises(ValueError, match='test_000001.wav holds non-finite'):
         main([str(a) for a in argv + _eval(W, 's4', 'nan', _nan_wav('test_000001')) + after])
-    from uspl.cli import UsageError
+    from uspl.apps.cli import UsageError
     with pytest.raises(UsageError, match='lr must be > 0') as e: main([str(a) for a in argv + _train(W, cfg=W['cfg']('dbg', lr=-1)) + after])
     assert isinstance(e.value.__cause__, ValueError)
 
 def test_a_bug_keeps_its_traceback(monkeypatch):
     "An unexpected exception is not turned into a line: it propagates (its traceback printed by Python)."
-    import uspl.cli
+    import uspl.apps.cli
     def boom(a): raise RuntimeError('a bug')
-    monkeypatch.setattr(uspl.cli, 'cmd_docs', boom)
+    monkeypatch.setattr(uspl.apps.cli, 'cmd_docs', boom)
     with pytest.raises(RuntimeError, match='a bug'): main(['docs', '--out', 'x'])
 
 def test_truncated_checkpoint_on_resume(W, tmp_path):
@@ -301,7 +301,7 @@ def test_eval_of_an_ezvsl_run(W, tmp_path):
 
 def _holder(run):
     "A second process that holds the run folder's lock until it is killed."
-    code = f"from uspl.train import RunLock; import time; RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(600)"
+    code = f"from uspl.engine.train import RunLock; import time; RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(600)"
     p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == 'held'
     return p
@@ -350,7 +350,7 @@ def test_ctrl_c_is_one_line_exit_130(W, tmp_path):
     "SIGINT to the process group (a terminal's Ctrl-C) mid-training, data-loader workers included."
     cfg = W['cfg']('ctrlc', num_workers=2, ckpt_every=1, epochs=20, synth_train=64)
     run = tmp_path/'run'
-    exe = [sys.executable, '-m', 'uspl.cli', 'train', '--out', str(run), '--config', str(cfg), '--no-progress', '--device', 'cpu']
+    exe = [sys.executable, '-m', 'uspl.apps.cli', 'train', '--out', str(run), '--config', str(cfg), '--no-progress', '--device', 'cpu']
     p = subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                          env=dict(os.environ, OMP_NUM_THREADS='1'))
     t0 = time.time()
@@ -370,7 +370,7 @@ def test_ctrl_c_of_parallel_trainings(W, tmp_path):
     "Ctrl-C to `uspl compare --jobs 2` while its workers train: one line, exit 130, every worker gone, no lock or temp file left."
     cfg = W['cfg']('ctrlc_jobs', ckpt_every=2, epochs=20, synth_train=64)
     out = tmp_path/'cmp'
-    exe = [sys.executable, '-m', 'uspl.cli', 'compare', '--out', str(out), '--config', str(cfg), '--seeds', '0', '--jobs', '2']
+    exe = [sys.executable, '-m', 'uspl.apps.cli', 'compare', '--out', str(out), '--config', str(cfg), '--seeds', '0', '--jobs', '2']
     p = subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
                          env=dict(os.environ, OMP_NUM_THREADS='2'))
     t0 = time.time()

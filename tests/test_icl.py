@@ -1,4 +1,4 @@
-"""ICL (uspl.icl) end to end at the tiny size: iteration 0 is EZ-VSL, exact resume inside and across iterations,
+"""ICL (uspl.methods.icl) end to end at the tiny size: iteration 0 is EZ-VSL, exact resume inside and across iterations,
 checkpoints per iteration for `load_run` and `uspl eval --iteration`, and the CLI."""
 import json, os, shutil, subprocess, sys
 from pathlib import Path
@@ -16,14 +16,14 @@ def one_thread():
 
 @pytest.fixture(scope='module')
 def setup(one_thread):
-    from uspl.compare import size_config, compare_splits
+    from uspl.evaluation.compare import size_config, compare_splits
     cfg = size_config('tiny').update(method='icl', **TINY_ICL)
     return cfg, compare_splits('synthetic', None, cfg)
 
 def train(cfg, splits, out, method='icl', **kw):
     from uspl.core import seed_everything
-    from uspl.methods import build_method
-    from uspl.train import DistEnv
+    from uspl.methods.base import build_method
+    from uspl.engine.train import DistEnv
     seed_everything(cfg.seed); m = build_method(cfg, method)
     return m.fit(splits['train'], out, progress=False, env=DistEnv(), **kw)
 
@@ -40,8 +40,8 @@ def full(setup, tmp_path_factory):
     return out, train(cfg, splits, out)
 
 def test_run_folder(full, setup):
-    from uspl.methods import run_method
-    from uspl.icl import ICL, PseudoLabels
+    from uspl.methods.base import run_method
+    from uspl.methods.icl import ICL, PseudoLabels
     out, st = full
     cfg, splits = setup
     assert run_method(out) == 'icl'
@@ -67,7 +67,7 @@ def test_iteration_0_is_ezvsl(full, setup, tmp_path):
 
 @pytest.mark.parametrize('stop', [5, 4, 1])  # inside iteration 1, at the iteration boundary, inside iteration 0
 def test_resume_across_iterations(full, setup, tmp_path, stop):
-    from uspl.icl import ICL
+    from uspl.methods.icl import ICL
     cfg, splits = setup
     part = tmp_path/'part'
     st = train(cfg, splits, part, max_steps=stop)
@@ -93,8 +93,8 @@ def test_resume_recomputes_missing_pseudo_labels(full, setup, tmp_path):
     assert_same(before, weights(part/'iter-1'/'last.pt'))
 
 def test_load_run_and_checkpoints(full, tmp_path):
-    from uspl.train import load_run
-    from uspl.icl import ICL
+    from uspl.engine.train import load_run
+    from uspl.methods.icl import ICL
     out = full[0]
     m, ck = load_run(out)
     assert ck == out/'iter-1'/'last.pt' and m.name == 'icl' and m.pseudo is None and not m.training
@@ -111,11 +111,11 @@ def test_load_run_and_checkpoints(full, tmp_path):
 
 def cli(*args):
     e = dict(os.environ, OMP_NUM_THREADS='1')
-    r = subprocess.run([sys.executable, '-m', 'uspl.cli'] + list(args), capture_output=True, text=True, env=e, timeout=900)
+    r = subprocess.run([sys.executable, '-m', 'uspl.apps.cli'] + list(args), capture_output=True, text=True, env=e, timeout=900)
     return r
 
 def test_cli_train_eval(tmp_path):
-    from uspl.compare import SIZES
+    from uspl.evaluation.compare import SIZES
     cfg = tmp_path/'tiny.json'; cfg.write_text(json.dumps({**SIZES['tiny'], **TINY_ICL}))
     run = tmp_path/'run'
     r = cli('train', '--method', 'icl', '--config', str(cfg), '--out', str(run), '--device', 'cpu', '--no-progress')

@@ -12,7 +12,7 @@ import pytest
 from conftest import ROOT
 from _browser import require_browser, chromium
 
-NB = '11_widgets.ipynb'
+NB = '70_apps/72_widgets.ipynb'
 
 def _free_port() -> int:
     with socket.socket() as s:

@@ -8,10 +8,10 @@ import pytest
 import torch
 from PIL import Image
 from uspl.core import USPLConfig
-from uspl.datasets import build_dataset
-from uspl.layouts import mask_box
+from uspl.data.datasets import build_dataset
+from uspl.data.layouts import mask_box
 from uspl.metrics import baseline_maps, evaluate_maps
-from uspl.stamps import STAMPS_DIR, build_stamps, find_stamps, write_fake_stamps, format_summary
+from uspl.data.stamps import STAMPS_DIR, build_stamps, find_stamps, write_fake_stamps, format_summary
 
 def digest(root:Path) -> str:
     "A hash of every file's relative path and bytes (stamps.json names the output folder, so it is left out)."

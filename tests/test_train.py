@@ -13,7 +13,7 @@ TINY = dict(img_size=64, visual_backbone='resnet18', audio_encoder='vggish_small
 def cli(*args, env=None, cwd=None, torchrun=0):
     e = dict(os.environ, OMP_NUM_THREADS='1', **(env or {}))
     pre = [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={torchrun}'] if torchrun else [sys.executable]
-    r = subprocess.run(pre + ['-m', 'uspl.cli'] + list(args), capture_output=True, text=True, env=e, cwd=cwd, timeout=900)
+    r = subprocess.run(pre + ['-m', 'uspl.apps.cli'] + list(args), capture_output=True, text=True, env=e, cwd=cwd, timeout=900)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-5000:]
     return r
 
@@ -60,7 +60,7 @@ def test_two_processes_match_one(tmp_path):
 @pytest.mark.parametrize('method', ['ezvsl', 'lvs', 'uspl'])
 def test_every_method_trains_and_evaluates(tmp_path, method):
     "`uspl train --method M` records M in the run folder; `uspl eval --run` rebuilds it and scores each of its paths."
-    from uspl.methods import get_method
+    from uspl.methods.base import get_method
     cfg = config(tmp_path)
     run = tmp_path/method
     out = json.loads(cli('train', '--method', method, '--out', str(run), '--config', cfg, '--no-progress', '--device', 'cpu',
@@ -93,7 +93,7 @@ def test_localize_own_media(tmp_path):
            (['--image', str(tmp_path/'photo.png'), '--audio', str(tmp_path/'sound.wav'), '--checkpoint', 'nope.pt'], 'no checkpoint nope.pt'),
            (['--image', str(tmp_path/'photo.png'), '--audio', str(tmp_path/'sound.wav'), '--path', 'fly'], "invalid choice: 'fly'")]
     for args, needle in bad:
-        r = subprocess.run([sys.executable, '-m', 'uspl.cli', 'localize', '--run', str(run), '--out', str(tmp_path/'bad'), *args],
+        r = subprocess.run([sys.executable, '-m', 'uspl.apps.cli', 'localize', '--run', str(run), '--out', str(tmp_path/'bad'), *args],
                            capture_output=True, text=True, timeout=300)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and needle in lines[0] and lines[0].startswith('uspl'), (args, r.stderr)

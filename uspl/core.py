@@ -119,7 +119,7 @@ class SMRConfig(_Group):
     beta:float=10.0 # affinity power of Eq. 7 (Sec. 4.1, Table 8)
     t:int=8 # random-walk propagation steps of Eq. 8 (Sec. 4.1, Table 8): t steps, not 2^t
     aff_weights:tuple=(0.25, 0.25, 0.5) # weights of the background-positive, foreground-positive and negative means of Eq. 6 (PSA's)
-    eq3_kernel:str='auto' # how Eq. 3 runs: 'eager', 'compiled' (torch.compile, same values) or 'auto' (compiled for large grids; `uspl.affinity.local_affinity`)
+    eq3_kernel:str='auto' # how Eq. 3 runs: 'eager', 'compiled' (torch.compile, same values) or 'auto' (compiled for large grids; `uspl.components.affinity.local_affinity`)
     _rules = dict(aff_dim=(_pos, '> 0'), aff_stride=(_pos, '> 0'), radius=(lambda v, _: v >= 1, '>= 1'),
                   beta_l=(lambda v, c: 0 < v < c.beta_h, 'in (0, beta_h)'), beta_h=(_between(0, 1, True, True), 'in (0, 1)'),
                   pamr_dilations=(lambda v, _: len(v) >= 1 and all(isinstance(d, int) and d >= 1 for d in v), 'a list of ints >= 1'),
@@ -194,7 +194,7 @@ _FIELD_GROUP = {f.name: g for g, cls in GROUPS.items() for f in fields(cls)}  # 
 @dataclass(frozen=True, init=False)
 class USPLConfig:
     "Every hyper-parameter of the kit, grouped by component, with the paper's defaults (Sec. 4.1 unless noted)."
-    method:str # the registered method a run trains (`uspl.methods`): 'uspl', 'ezvsl', 'lvs', 'icl'
+    method:str # the registered method a run trains (`uspl.methods.base`): 'uspl', 'ezvsl', 'lvs', 'icl'
     data:DataConfig
     encoders:EncoderConfig
     mmicl:MMICLConfig

@@ -1,0 +1,1 @@
+"The training loop: progress, checkpoints, resume, seeds, distributed training, run folders."

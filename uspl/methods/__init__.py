@@ -1,0 +1,1 @@
+"The methods: the registry and its base class, USPL, EZ-VSL, LVS, ICL."
