@@ -58,3 +58,22 @@ def test_demo_tiny_writes_its_outputs(tmp_path):
     assert '| method | path | seeds | mIoU | F-score | cIoU | AUC |' in md and 'Quality goals:' in md and 'Only 2 seed(s)' in md
     assert md.strip() in r.stdout
     for f in ('figure.png', 'results.png'): assert (tmp_path/'out'/f).stat().st_size > 0
+
+def test_data_stamps_pairs(tmp_path):
+    "`uspl data stamps --pairs N` on a tiny fake stamp folder: the ordinary scenes, N pair images listed twice, pairs.json; bad N exits 2."
+    import json
+    pytest.importorskip('skimage')  # its photos are the default backgrounds
+    from uspl.data.stamps import write_fake_stamps, read_pairs
+    src = write_fake_stamps(tmp_path/'stamps', n=4)
+    r = uspl('data', 'stamps', '--src', str(src), '--out', str(tmp_path/'d'), '--n-train', '2', '--n-val', '0', '--n-test', '2', '--pairs', '2')
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads(r.stdout)
+    assert s['counts'] == dict(train=2, val=0, test=2) and s['pairs']['images'] == 2 and s['pairs']['scenes'] == 4
+    info = read_pairs(tmp_path/'d')
+    assert [e['samples'] for e in info['pairs']] == [[f'pair_{j:06d}_a', f'pair_{j:06d}_b'] for j in range(2)]
+    assert len((info['root']/'s4_meta_data.csv').read_text().splitlines()) == 1 + 4
+    for args, needle in ((['--pairs', '-1'], 'pairs: must be an integer >= 0'), (['--pairs', 'two'], "invalid int value: 'two'"),
+                         (['--pairs', '2', '--split', 'unseen-photos'], 'pairs: the test split sounds 1 class')):
+        r = uspl('data', 'stamps', '--src', str(src), '--out', str(tmp_path/'bad'), '--n-train', '0', '--n-val', '0', '--n-test', '1', *args)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr

@@ -1,6 +1,7 @@
 """The stamp scene builder: a tiny fake stamp folder in Tux Paint's conventions, both layouts read back by the kit's
 loaders, exact ground truth, byte-identical rebuilds, errors naming the argument; and, where Debian's
-tuxpaint-stamps-default is installed, a small build from the real stamps."""
+tuxpaint-stamps-default is installed, a small build from the real stamps; the pair split (two objects, one image listed
+once per object's sound) read back through the kit's loaders and scored by the listening meter."""
 import hashlib, importlib.util
 from pathlib import Path
 import numpy as np
@@ -10,8 +11,9 @@ from PIL import Image
 from uspl.core import USPLConfig
 from uspl.data.datasets import build_dataset
 from uspl.data.layouts import mask_box
-from uspl.metrics import baseline_maps, evaluate_maps
-from uspl.data.stamps import STAMPS_DIR, build_stamps, find_stamps, write_fake_stamps, format_summary
+from uspl.metrics import baseline_maps, evaluate_maps, PairMeter, PAIR_BASELINES, pair_baseline_maps, sound_blind
+from uspl.data.stamps import (STAMPS_DIR, build_stamps, find_stamps, write_fake_stamps, format_summary, read_pairs, PairScenes,
+                              pair_loader, restrict_classes, split_pools)
 
 def digest(root:Path) -> str:
     "A hash of every file's relative path and bytes (stamps.json names the output folder, so it is left out)."
@@ -73,7 +75,8 @@ def test_unseen_photos_split(fake, tmp_path):
     assert not held & set(s['splits']['train']['sounding_stamps']) and not held & set(s['splits']['val']['sounding_stamps'])
 
 @pytest.mark.parametrize('bad, name', [(dict(src='/no/such/stamps'), 'src'), (dict(layout='avs'), 'layout'), (dict(n_train=-2), 'n_train'),
-                                        (dict(split='random'), 'split'), (dict(img_size=10), 'img_size'), (dict(workers=0), 'workers')])
+                                        (dict(split='random'), 'split'), (dict(img_size=10), 'img_size'), (dict(workers=0), 'workers'),
+                                        (dict(pairs=-1), 'pairs'), (dict(pairs=2, split='unseen-photos'), 'pairs')])
 def test_bad_arguments_are_named(fake, tmp_path, bad, name):
     with pytest.raises((ValueError, FileNotFoundError), match=name): build_stamps(**{**fake, 'out': tmp_path/'x', **bad})
 
@@ -82,6 +85,40 @@ def test_src_without_usable_stamps(fake, tmp_path):
     with pytest.raises(ValueError, match='src'): build_stamps(**{**fake, 'src': tmp_path/'empty', 'out': tmp_path/'x'})
     (tmp_path/'busy').mkdir(); (tmp_path/'busy/keep.txt').write_text('x')
     with pytest.raises(ValueError, match='out'): build_stamps(**{**fake, 'out': tmp_path/'busy'})
+
+@pytest.mark.parametrize('layout', ['s4', 'vggss'])
+def test_pair_split(fake, tmp_path, layout):
+    s = build_stamps(out=tmp_path/'p', layout=layout, workers=1, pairs=4, **fake)
+    assert s['pairs']['images'] == 4 and s['counts']['test'] == 5 and s['pairs']['area_ratio_min'] > 0.8
+    info = read_pairs(tmp_path/'p')
+    assert read_pairs(tmp_path/'p'/'pairs') == info and info['layout'] == layout and len(info['pairs']) == 4
+    ds = PairScenes(tmp_path/'p', USPLConfig(img_size=64))
+    assert len(ds) == 8 and [ds[i]['slot'] for i in range(4)] == [0, 1, 0, 1]
+    for e in info['pairs']:
+        a, b = e['objects']
+        assert a['class'] != b['class'] and [a['sample'], b['sample']] == e['samples']
+        ma, mb = (np.array(Image.open(info['root']/o['mask'])) for o in (a, b))
+        assert np.array_equal(ma == 1, mb == 2) and np.array_equal(ma == 2, mb == 1)      # the two scenes swap sounding and silent
+        assert not ((ma == 1) & (ma == 2)).any() and (ma == 1).any() and (ma == 2).any()
+    frames = [ds.ds.path('frame', ds.ds.items[j] if layout == 's4' else ds.ds.ids[j]) for _, _, j, _ in ds.index]
+    assert frames[0].read_bytes() == frames[1].read_bytes() != frames[2].read_bytes()  # one image per pair
+    b = next(iter(pair_loader(ds, pairs_per_batch=4)))
+    assert b['mask'].shape == b['other'].shape == (8, 64, 64) and b['pair'].tolist() == [0, 0, 1, 1, 2, 2, 3, 3]
+    r = PairMeter().update(b['mask'], b['mask'], b['other'], b['pair'], b['category']).scores()
+    assert (r['selection'], r['pair_accuracy'], r['n_pairs'], r['unpaired']) == (1., 1., 4, 0) and r['swing'] > 0
+    assert set(r['per_class']) == {c for c in b['category']}
+    for n in PAIR_BASELINES:
+        r = PairMeter().update(pair_baseline_maps(n, b), b['mask'], b['other'], b['pair'], b['category']).scores()
+        assert (r['selection'], r['pair_accuracy'], r['swing']) == (.5, 0., 0.)
+    r = PairMeter().update(sound_blind(b['mask'], b['pair']), b['mask'], b['other'], b['pair']).scores()
+    assert (r['selection'], r['pair_accuracy'], r['swing']) == (.5, 0., 0.)
+
+def test_pair_split_deterministic(fake, tmp_path):
+    a = digest(Path(build_stamps(out=tmp_path/'a', workers=1, pairs=3, **fake)['out']))
+    assert a == digest(Path(build_stamps(out=tmp_path/'b', workers=2, pairs=3, **fake)['out']))
+    assert a != digest(Path(build_stamps(out=tmp_path/'c', workers=1, pairs=3, seed=1, **fake)['out']))
+    assert digest(tmp_path/'a'/'pairs') != digest(Path(build_stamps(out=tmp_path/'d', workers=1, pairs=4, **fake)['out'])/'pairs')
+    with pytest.raises(FileNotFoundError, match='--pairs'): read_pairs(tmp_path)
 
 def test_real_stamps(tmp_path):
     if not Path(STAMPS_DIR).is_dir():
@@ -95,3 +132,22 @@ def test_real_stamps(tmp_path):
     b = torch.utils.data.default_collate([ds[i] for i in range(len(ds))])
     assert evaluate_maps(b['mask'], b['mask'])['miou'] == pytest.approx(1.0, abs=1e-6)
     assert evaluate_maps(baseline_maps('all_ones', b), b['mask'])['miou'] < 0.5
+
+def test_real_stamp_pairs(tmp_path):
+    "Pairs from the real stamps at --classes 20: both objects among the sounding classes, side by side, of similar size."
+    if not Path(STAMPS_DIR).is_dir(): pytest.skip(f'tuxpaint-stamps-default not installed ({STAMPS_DIR} absent)')
+    if importlib.util.find_spec('skimage') is None: pytest.skip('scikit-image not installed (its photos are the backgrounds)')
+    s = build_stamps(out=tmp_path/'r', n_train=0, n_val=0, n_test=20, classes=20, pairs=12, workers=2, img_size=128)
+    stamps, _ = find_stamps(STAMPS_DIR)
+    sounding = {stamps[k].category for k in restrict_classes(stamps, split_pools(stamps), 20, seed=0)['test']['sounding']}
+    info = read_pairs(tmp_path/'r')
+    assert {o['class'] for e in info['pairs'] for o in e['objects']} <= sounding and len(sounding) == 20
+    for e in info['pairs']:
+        a, b = e['objects']
+        assert a['class'] != b['class'] and min(a['area'], b['area']) >= 0.8 * max(a['area'], b['area']) and min(a['area'], b['area']) > 0.01
+        assert a['box'][2] <= 0.5 <= b['box'][0] or b['box'][2] <= 0.5 <= a['box'][0]
+    assert s['pairs']['classes'] <= 20 and s['pairs']['images'] == 12
+    ds = PairScenes(tmp_path/'r', USPLConfig(img_size=96))
+    b = next(iter(pair_loader(ds, pairs_per_batch=12)))
+    r = PairMeter().update(pair_baseline_maps('one_object', b), b['mask'], b['other'], b['pair'], b['category']).scores()
+    assert (r['selection'], r['pair_accuracy'], r['n_pairs']) == (.5, 0., 12) and 0.4 < r['miou'] < 0.6

@@ -130,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--classes', type=int, default=None, help='keep this many sounding classes, drawn with the seed (AVSBench-S4 has 23); default: all')
     s.add_argument('--split', choices=('compositions', 'unseen-photos'), default='compositions',
                    help='compositions: test scenes are new compositions of every stamp; unseen-photos: test sounds with stamps never seen in training')
+    s.add_argument('--pairs', type=int, default=0, metavar='N', help='also write N two-object test images (two sounding classes side by side, same size), each listed twice, once per object\'s sound, in OUT/pairs with pairs.json')
     o = sub.add_parser('docs', formatter_class=_FMT, help='render the notebooks to static HTML (no quarto needed)',
                        description='Render the notebooks into a static site readable offline.', epilog='example: uspl docs --out _docs')
     o.add_argument('--out', default='_docs', help='site folder')
@@ -338,7 +339,7 @@ def cmd_data(a):
     if a.what is None: raise UsageError('uspl data: choose what to build: stamps')
     from uspl.data.stamps import build_stamps
     s = build_stamps(a.src, a.out, layout=a.layout, seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
-                    classes=a.classes, split=a.split)
+                    classes=a.classes, split=a.split, pairs=a.pairs)
     print(json.dumps(s, indent=1, default=str))
 
 def cmd_docs(a):

@@ -11,13 +11,20 @@ import numpy as np
 import soundfile as sf
 from PIL import Image
 from tqdm.auto import tqdm
+from torch import Tensor
+from torch.utils.data import Dataset, DataLoader
+from ..core import USPLConfig
+from ..metrics import gt_from_boxes
 from .synthetic import background_noise
-from .layouts import mask_box, write_s4_sample, write_s4_meta, write_vggss_sample, write_vggss_meta
+from .layouts import mask_box, s4_path, vggss_path, write_s4_sample, write_s4_meta, write_vggss_sample, write_vggss_meta
+from .datasets import AVSBenchS4, build_dataset, read_mask
 
 # %% auto #0
-__all__ = ['STAMPS_DIR', 'PHOTOS', 'AREA_RANGE', 'SPLIT_MODES', 'SPLIT_IDS', 'AREA_BINS', 'stamp_class', 'Stamp', 'find_stamps',
-           'write_fake_stamps', 'load_backgrounds', 'crop_background', 'place_stamp', 'render_stamp', 'compose_scene',
-           'sound_track', 'mix_sound', 'split_pools', 'restrict_classes', 'format_summary', 'build_stamps']
+__all__ = ['STAMPS_DIR', 'PHOTOS', 'AREA_RANGE', 'SPLIT_MODES', 'SPLIT_IDS', 'PAIR_AREA', 'PAIRS_ID', 'AREA_BINS', 'PAIRS_DIR',
+           'PAIRS_JSON', 'stamp_class', 'Stamp', 'find_stamps', 'write_fake_stamps', 'load_backgrounds',
+           'crop_background', 'place_stamp', 'render_stamp', 'compose_scene', 'sound_track', 'mix_sound', 'split_pools',
+           'restrict_classes', 'place_pair', 'compose_pair', 'format_summary', 'build_stamps', 'read_pairs',
+           'PairScenes', 'pair_loader']
 
 # %% ../../nbs/10_data/15_stamps.ipynb #c006
 STAMPS_DIR = '/usr/share/tuxpaint/stamps' # where Debian's tuxpaint-stamps-default installs the stamps
@@ -240,13 +247,49 @@ def restrict_classes(stamps:list, # usable stamps
     keep = set(np.random.default_rng([seed, 98]).choice(common, int(n), replace=False).tolist())
     return {s: dict(p, sounding=[k for k in p['sounding'] if stamps[k].category in keep]) for s, p in pools.items()}
 
+# %% ../../nbs/10_data/15_stamps.ipynb #p101
+PAIR_AREA = (0.05, 0.2) # each object's area in a pair image, a fraction of the frame (the two the same)
+PAIRS_ID = 3 # generator stream of the pair images (after train 0, val 1, test 2)
+
+def _alpha_area(st:Stamp) -> int: return max(int((st.rgba[..., 3] >= 128).sum()), 1)
+
+def place_pair(rng:np.random.Generator, a:Stamp, b:Stamp, size:int, area:tuple=PAIR_AREA) -> list:
+    "Placements of `a` and `b` at the same area, one in each half of the frame: [dict(x, y, w, h, flip)] * 2."
+    half = size // 2
+    frac = float(rng.uniform(*area))
+    for s in (a, b):  # the largest area each stamp takes inside half a frame
+        h0, w0 = s.rgba.shape[:2]; frac = min(frac, _alpha_area(s) * min(half / w0, size / h0) ** 2 / size ** 2)
+    left, plans = int(rng.integers(2)), []
+    for j, s in enumerate((a, b)):
+        h0, w0 = s.rgba.shape[:2]; k = np.sqrt(frac * size ** 2 / _alpha_area(s))
+        x0, width = (0, half) if j == left else (half, size - half)
+        w, h = min(max(int(round(w0 * k)), 1), width), min(max(int(round(h0 * k)), 1), size)
+        plans.append(dict(x=x0 + int(rng.integers(0, width - w + 1)), y=int(rng.integers(0, size - h + 1)), w=w, h=h, flip=bool(rng.random() < 0.5)))
+    return plans
+
+def compose_pair(rng:np.random.Generator, # the image's generator
+                 a:Stamp, b:Stamp, # the two objects
+                 photo:np.ndarray, # background photo [H,W,3] uint8
+                 size:int, # frame size S
+                 area:tuple=PAIR_AREA, # area range of both objects, fraction of the frame
+                ) -> dict: # image [S,S,3] uint8, masks [2,S,S] bool (a's, b's)
+    "Paste `a` and `b` side by side, at the same area, onto a crop of `photo`."
+    img, masks = crop_background(rng, photo, size).astype(np.float32) / 255, np.zeros((2, size, size), bool)
+    for j, (s, p) in enumerate(zip((a, b), place_pair(rng, a, b, size, area))):
+        rgb, al = render_stamp(s, p)
+        reg = img[p['y']:p['y'] + p['h'], p['x']:p['x'] + p['w']]
+        reg[:] = reg * (1 - al[..., None]) + rgb * al[..., None]
+        masks[j, p['y']:p['y'] + p['h'], p['x']:p['x'] + p['w']] = al >= 0.5
+    return dict(image=(np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8), masks=masks)
+
 # %% ../../nbs/10_data/15_stamps.ipynb #c031
 _CTX = {}
 
 def _init(ctx): _CTX.clear(); _CTX.update(ctx)
 
 def _build_one(job) -> tuple:
-    "Draw and write scene `i` of `split`; return its metadata and its statistics."
+    "Draw and write scene `i` of `split` (pair image `i` if `split` is 'pairs'); return its metadata and its statistics."
+    if job[0] == 'pairs': return _build_pair(job[1])
     split, i = job; c = _CTX; stamps, pool = c['stamps'], c['pools'][split]
     rng = np.random.default_rng([c['seed'], SPLIT_IDS[split], i])
     classes = sorted({stamps[k].category for k in pool['sounding']})
@@ -298,10 +341,41 @@ def format_summary(s:dict) -> str:
     for sp, v in s['splits'].items():
         lines.append(f"{sp}: {v['scenes']} scenes, {len(v['sounding_stamps'])} sounding stamps of {v['sounding_classes']} classes, "
                      f"0/1/2 silent objects: {'/'.join(str(v['distractors'][k]) for k in range(3))}, mixed with a silent object's recording: {v['mix']['distractor']}")
+    if p := s.get('pairs'):
+        lines.append(f"pairs: {p['images']} two-object images ({p['scenes']} scenes) in {p['folder']}, {p['classes']} classes, "
+                     f"object area mean {p['area']['mean']:.3f}, smaller/larger area at least {p['area_ratio_min']:.2f}")
     return '\n'.join(lines)
 
+# %% ../../nbs/10_data/15_stamps.ipynb #p200
+PAIRS_DIR, PAIRS_JSON = 'pairs', 'pairs.json' # the pair split's folder inside a build, and its record
+
+def _build_pair(j:int) -> tuple:
+    "Draw and write pair image `j` as two scenes (one per object's sound); return their metadata and the pair's record."
+    c = _CTX; stamps, pool = c['stamps'], c['pools']['test']['sounding']
+    rng = np.random.default_rng([c['seed'], PAIRS_ID, j])
+    classes = sorted({stamps[k].category for k in pool})
+    cats = [classes[int(k)] for k in rng.choice(len(classes), 2, replace=False)]
+    sts = [stamps[int(rng.choice([k for k in pool if stamps[k].category == cat]))] for cat in cats]
+    sc = compose_pair(rng, *sts, c['photos'][int(rng.integers(len(c['photos'])))], c['img_size'])
+    n, root, image, metas, objs = int(round(c['audio_sec'] * c['sr'])), c['out']/PAIRS_DIR, f'pair_{j:06d}', [], []
+    for k in range(2):
+        wave, _ = mix_sound(rng, sts[k].wave, [], n, c['sr'])
+        s = dict(name=f'{image}_{"ab"[k]}', category=cats[k], split='test', image=sc['image'], mask=sc['masks'][k], sr=c['sr'],
+                 objects=(sc['masks'][k] + 2 * sc['masks'][1 - k]).astype(np.uint8), wave=wave)
+        metas.append(write_s4_sample(root, s) if c['layout'] == 's4' else write_vggss_sample(root, s))
+        mp_ = s4_path(root, 'objects', 'test', cats[k], s['name']) if c['layout'] == 's4' else vggss_path(root, 'objects', s['name'])
+        objs.append({'sample': s['name'], 'class': cats[k], 'stamp': sts[k].name, 'area': float(sc['masks'][k].mean()),
+                     'box': [float(v) for v in mask_box(sc['masks'][k])], 'mask': mp_.relative_to(root).as_posix()})
+    return metas, dict(image=image, samples=[o['sample'] for o in objs], objects=objs)
+
+def _pair_summary(recs:list, out:Path) -> dict:
+    "Count, classes and object areas of the pair images."
+    areas = [[o['area'] for o in r['objects']] for r in recs]
+    return dict(images=len(recs), scenes=2 * len(recs), folder=str(out/PAIRS_DIR), classes=len({o['class'] for r in recs for o in r['objects']}),
+                area=_stats([a for p in areas for a in p]), area_ratio_min=min((min(p) / max(p) for p in areas), default=None))
+
 # %% ../../nbs/10_data/15_stamps.ipynb #c033
-_OURS = ('s4_data', 's4_meta_data.csv', 'frames', 'audio', 'objects', 'metadata', 'stamps.json')
+_OURS = ('s4_data', 's4_meta_data.csv', 'frames', 'audio', 'objects', 'metadata', 'stamps.json', 'pairs')
 
 def _prepare_out(out:Path):
     "Make `out`, refusing a non-empty folder that a previous build did not write."
@@ -328,11 +402,12 @@ def build_stamps(src=STAMPS_DIR, # the stamp folder
                  backgrounds=None, # a folder of background photos (default: scikit-image's photos)
                  sr:int=16000, # audio sample rate
                  audio_sec:float|None=None, # wav length (default: 5 s for S4 as AVSBench, 10 s for VGGSS as VGG-Sound)
+                 pairs:int=0, # two-object test images, each listed twice (once per object's sound), in `out/pairs` with `pairs.json`
                 ) -> dict: # summary: counts, area distribution, split composition, wall time
     "Compose real-media sounding scenes from Tux Paint stamps and write them in the `layout` the kit's loaders read."
     t0 = time.time()
     if layout not in ('s4', 'vggss'): raise ValueError(f"layout: must be 's4' or 'vggss', got {layout!r}")
-    for k, v in dict(n_train=n_train, n_val=n_val, n_test=n_test).items():
+    for k, v in dict(n_train=n_train, n_val=n_val, n_test=n_test, pairs=pairs).items():
         if not isinstance(v, (int, np.integer)) or v < 0: raise ValueError(f"{k}: must be an integer >= 0, got {v!r}")
     if not isinstance(img_size, (int, np.integer)) or img_size < 32: raise ValueError(f"img_size: must be an integer >= 32, got {img_size!r}")
     if workers is not None and workers < 1: raise ValueError(f"workers: must be >= 1, got {workers}")
@@ -341,11 +416,13 @@ def build_stamps(src=STAMPS_DIR, # the stamp folder
     if not sum(counts.values()): raise ValueError("n_train, n_val, n_test: nothing to build (all 0)")
     stamps, skipped = find_stamps(src, sr)
     pools = restrict_classes(stamps, split_pools(stamps, split, seed), classes, seed)
+    if pairs and (nc := len({stamps[k].category for k in pools['test']['sounding']})) < 2:
+        raise ValueError(f"pairs: the test split sounds {nc} class(es) (split {split!r}); a pair image needs two")
     photos, out = load_backgrounds(backgrounds), Path(out)
     _prepare_out(out)
     ctx = dict(stamps=stamps, pools=pools, photos=photos, seed=int(seed), img_size=int(img_size), sr=int(sr), layout=layout, out=out,
                audio_sec=float(audio_sec or (5.0 if layout == 's4' else 10.0)))
-    jobs = [(sp, i) for sp, n in counts.items() for i in range(n)]
+    jobs = [(sp, i) for sp, n in counts.items() for i in range(n)] + [('pairs', j) for j in range(int(pairs))]
     workers = workers or len(os.sched_getaffinity(0)) if hasattr(os, 'sched_getaffinity') else (workers or os.cpu_count() or 1)
     bar = dict(total=len(jobs), desc=f'stamps -> {layout}', disable=not progress)
     if workers == 1 or len(jobs) < 8:
@@ -354,11 +431,65 @@ def build_stamps(src=STAMPS_DIR, # the stamp folder
         mctx = mp.get_context('fork' if 'fork' in mp.get_all_start_methods() else 'spawn')
         with mctx.Pool(min(workers, len(jobs)), initializer=_init, initargs=(ctx,)) as pool:
             res = list(tqdm(pool.imap(_build_one, jobs, chunksize=8), **bar))
+    res, prs = res[:len(jobs) - int(pairs)], res[len(jobs) - int(pairs):]
     metas, stats = [m for m, _ in res], [s for _, s in res]
     (write_s4_meta if layout == 's4' else write_vggss_meta)(out, metas)
+    if pairs:
+        (write_s4_meta if layout == 's4' else write_vggss_meta)(out/PAIRS_DIR, [m for ms, _ in prs for m in ms])
+        rec = dict(layout=layout, seed=int(seed), img_size=int(img_size), mask_value=1, other_value=2, pairs=[r for _, r in prs])
+        (out/PAIRS_DIR/PAIRS_JSON).write_text(json.dumps(rec, indent=1) + '\n')
     summary = dict(layout=layout, out=str(out), src=str(src), seed=int(seed), split=split, img_size=int(img_size), counts=counts,
                    stamps=len(stamps), classes=len({s.category for s in stamps}), skipped={k: v for k, v in skipped.items() if v},
                    held_out=sorted({stamps[k].name for k in pools['test']['sounding']} - {stamps[k].name for k in pools['train']['objects']}),
-                   **_summary(stats, stamps, pools))
+                   **_summary(stats, stamps, pools), **(dict(pairs=_pair_summary([r for _, r in prs], out)) if pairs else {}))
     (out/'stamps.json').write_text(json.dumps(summary, indent=1) + '\n')
     return dict(summary, wall_s=time.time() - t0, workers=workers)
+
+# %% ../../nbs/10_data/15_stamps.ipynb #p301
+def read_pairs(root, # a stamps build (holding `pairs/`) or its `pairs` folder
+              ) -> dict: # the record of `pairs.json`, with 'root' the pair split's folder
+    "The pair split's record written by `build_stamps(pairs=N)`."
+    root = Path(root)
+    p = next((r/PAIRS_JSON for r in (root/PAIRS_DIR, root) if (r/PAIRS_JSON).is_file()), None)
+    if p is None: raise FileNotFoundError(f"no {PAIRS_JSON} in {root/PAIRS_DIR} or {root}: build the pair split with `uspl data stamps ... --pairs N`")
+    try: info = json.loads(p.read_text())
+    except ValueError as e: raise ValueError(f"{p} is not valid JSON: {e}") from None
+    if not (isinstance(info, dict) and info.get('layout') in ('s4', 'vggss') and isinstance(info.get('pairs'), list)):
+        raise ValueError(f"{p}: not a pair split record (needs 'layout' 's4' or 'vggss' and a list 'pairs')")
+    for e in info['pairs']:
+        if not (isinstance(e, dict) and len(e.get('samples', ())) == 2 and len(e.get('objects', ())) == 2):
+            raise ValueError(f"{p}: bad pair entry {e!r} (needs 'samples' and 'objects', two of each)")
+    return dict(info, root=p.parent)
+
+class PairScenes(Dataset):
+    "The pair split through the kit's loaders: each scene's sample dict plus 'other' [S,S], 'pair' and 'slot'."
+    def __init__(self, root, # a stamps build (holding `pairs/`) or its `pairs` folder
+                 cfg:USPLConfig, # image size and audio settings, as for any dataset
+                 **kw): # the loaders' options (`skip_bad`, ...)
+        self.info = read_pairs(root)
+        self.ds = build_dataset(self.info['layout'], self.info['root'], 'test', cfg, **kw)
+        names = [r['name'] for r in self.ds.items] if isinstance(self.ds, AVSBenchS4) else list(self.ds.ids)
+        at, self.index, self.skipped = {n: i for i, n in enumerate(names)}, [], list(self.ds.skipped)
+        for p, e in enumerate(self.info['pairs']):
+            a, b = e['samples']
+            if a in at and b in at: self.index += [(p, 0, at[a], at[b]), (p, 1, at[b], at[a])]
+            else: self.skipped.append(dict(name=e['image'], reason='a scene of the image was not loaded'))
+        if not self.index: raise ValueError(f"pair split {self.info['root']}: no image with both scenes loaded")
+
+    def gt(self, j:int) -> Tensor:
+        "The ground truth [S,S] of loaded scene `j`, without reading its frame or audio."
+        if isinstance(self.ds, AVSBenchS4): return read_mask(self.ds.path('mask', self.ds.items[j]), self.ds.img_size, binarize=self.ds.binarize)
+        return gt_from_boxes(self.ds.meta[self.ds.ids[j]]['bbox'], self.ds.img_size)
+
+    def __len__(self): return len(self.index)
+
+    def __getitem__(self, i:int) -> dict:
+        p, slot, j, k = self.index[i]
+        return dict(self.ds[j], other=self.gt(k), pair=p, slot=slot)
+
+def pair_loader(ds:PairScenes, # the pair split
+                pairs_per_batch:int=8, # images per batch (two scenes each)
+                num_workers:int=0) -> DataLoader:
+    "Batches of whole pairs, in order: 'image', 'audio', 'mask', 'other', 'pair', 'slot', 'category', ..."
+    if pairs_per_batch < 1: raise ValueError(f"pairs_per_batch must be >= 1, got {pairs_per_batch}")
+    return DataLoader(ds, batch_size=2 * pairs_per_batch, shuffle=False, num_workers=num_workers)
