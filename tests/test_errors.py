@@ -301,7 +301,7 @@ def test_eval_of_an_ezvsl_run(W, tmp_path):
 
 def _holder(run):
     "A second process that holds the run folder's lock until it is killed."
-    code = f"from uspl.engine.train import RunLock; import time; RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(600)"
+    code = f"from uspl.engine.runs import RunLock; import time; RunLock({str(run)!r}).acquire(); print('held', flush=True); time.sleep(600)"
     p = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE, text=True)
     assert p.stdout.readline().strip() == 'held'
     return p
@@ -394,3 +394,14 @@ def test_run_files_honour_the_umask(W):
     "Checkpoints, config and log get 0666 less the umask (mkstemp's 0600 before), so a shared run folder is readable."
     m = os.umask(0); os.umask(m)
     for n in ('last.pt', 'config.json', 'log.jsonl'): assert (W['run']/n).stat().st_mode & 0o777 == 0o666 & ~m, n
+
+def test_vggss_training_never_selects_on_test(W, tmp_path):
+    """VGG-SS has no validation split (the dataset registry): `uspl train --dataset vggss` keeps no best.pt and scores no epoch,
+    instead of choosing best.pt on the test split (as it did before the registry)."""
+    run = tmp_path/'vggss-run'
+    code, out, err = cli(*_train(W, '--dataset', 'vggss', '--root', W['vggss'], out=run))
+    assert code == 0, err
+    assert (run/'last.pt').is_file() and not (run/'best.pt').exists()
+    epochs = [json.loads(l) for l in (run/'log.jsonl').read_text().splitlines() if '"kind"' in l]
+    assert len(epochs) == 2 and not any({'miou', 'ciou'} & set(e) for e in epochs), epochs
+    assert set(json.loads(out.strip().splitlines()[-1])['last']) == {'epoch', 'steps'}  # no validation metrics

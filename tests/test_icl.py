@@ -23,9 +23,9 @@ def setup(one_thread):
 def train(cfg, splits, out, method='icl', **kw):
     from uspl.core import seed_everything
     from uspl.methods.base import build_method
-    from uspl.engine.train import DistEnv
+    from uspl.engine.train import DistEnv, train_method
     seed_everything(cfg.seed); m = build_method(cfg, method)
-    return m.fit(splits['train'], out, progress=False, env=DistEnv(), **kw)
+    return train_method(m, splits['train'], out, progress=False, env=DistEnv(), **kw)
 
 def weights(path): return torch.load(path, map_location='cpu', weights_only=False)['model']
 
@@ -40,8 +40,8 @@ def full(setup, tmp_path_factory):
     return out, train(cfg, splits, out)
 
 def test_run_folder(full, setup):
-    from uspl.methods.base import run_method
-    from uspl.methods.icl import ICL, PseudoLabels
+    from uspl.engine.runs import run_method, can_resume
+    from uspl.methods.icl import PseudoLabels
     out, st = full
     cfg, splits = setup
     assert run_method(out) == 'icl'
@@ -57,7 +57,8 @@ def test_run_folder(full, setup):
     # the terms of iteration 1 were trained and logged
     steps = [json.loads(l) for l in (out/'iter-1'/'log.jsonl').read_text().splitlines() if '"kind"' not in l]
     assert len(steps) == 2 and all({'intra', 'inter', 'mmicl'} <= set(s) for s in steps)
-    assert ICL.can_resume(out) and not ICL.can_resume(out/'nothing')
+    assert can_resume(out, 'icl') and not can_resume(out/'nothing', 'icl')
+    assert set(ck) == {'method', 'data', 'encoders', 'mmicl', 'train', 'icl'}  # only ICL's groups
 
 def test_iteration_0_is_ezvsl(full, setup, tmp_path):
     "ICL's iteration 0 is EZ-VSL's training: the same weights, bit for bit."
@@ -67,11 +68,11 @@ def test_iteration_0_is_ezvsl(full, setup, tmp_path):
 
 @pytest.mark.parametrize('stop', [5, 4, 1])  # inside iteration 1, at the iteration boundary, inside iteration 0
 def test_resume_across_iterations(full, setup, tmp_path, stop):
-    from uspl.methods.icl import ICL
+    from uspl.engine.runs import can_resume
     cfg, splits = setup
     part = tmp_path/'part'
     st = train(cfg, splits, part, max_steps=stop)
-    assert st['global_step'] == stop and ICL.can_resume(part)
+    assert st['global_step'] == stop and can_resume(part, 'icl')
     assert (part/'iter-0'/'done.json').is_file() == (stop > 4)  # at step 4 iteration 0's last epoch is not closed yet
     st = train(cfg, splits, part, resume=True)
     assert (st['global_step'], st['epoch']) == (6, 3)
@@ -93,8 +94,7 @@ def test_resume_recomputes_missing_pseudo_labels(full, setup, tmp_path):
     assert_same(before, weights(part/'iter-1'/'last.pt'))
 
 def test_load_run_and_checkpoints(full, tmp_path):
-    from uspl.engine.train import load_run
-    from uspl.methods.icl import ICL
+    from uspl.engine.runs import load_run, find_checkpoint
     out = full[0]
     m, ck = load_run(out)
     assert ck == out/'iter-1'/'last.pt' and m.name == 'icl' and m.pseudo is None and not m.training
@@ -102,12 +102,13 @@ def test_load_run_and_checkpoints(full, tmp_path):
     assert ck0 == out/'iter-0'/'last.pt'
     assert_same(m0.state_dict(), weights(ck0))
     assert not all(torch.equal(a, b) for a, b in zip(m0.state_dict().values(), m.state_dict().values()))
-    with pytest.raises(FileNotFoundError, match='iteration 5'): ICL.checkpoint_in(out, iteration=5)
-    with pytest.raises(ValueError, match='iteration must be an integer >= 0'): ICL.checkpoint_in(out, iteration=-1)
-    with pytest.raises(FileNotFoundError, match='no iteration has begun'): ICL.checkpoint_in(tmp_path)
+    with pytest.raises(FileNotFoundError, match='iteration 5'): find_checkpoint(out, iteration=5)
+    with pytest.raises(ValueError, match='iteration must be an integer >= 0'): find_checkpoint(out, iteration=-1)
+    shutil.copy(out/'config.json', tmp_path/'config.json')
+    with pytest.raises(FileNotFoundError, match='no iteration has begun'): find_checkpoint(tmp_path)
     # a run killed inside iteration 1: the last finished iteration is 0
     shutil.copytree(out, tmp_path/'killed'); (tmp_path/'killed'/'iter-1'/'done.json').unlink()
-    assert ICL.checkpoint_in(tmp_path/'killed') == tmp_path/'killed'/'iter-0'/'last.pt'
+    assert find_checkpoint(tmp_path/'killed') == tmp_path/'killed'/'iter-0'/'last.pt'
 
 def cli(*args):
     e = dict(os.environ, OMP_NUM_THREADS='1')

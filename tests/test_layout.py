@@ -7,10 +7,6 @@ from conftest import ROOT, notebooks
 IMPORT = re.compile(r'^\s*(?:from\s+(uspl(?:\.\w+)+)\s+import|import\s+(uspl(?:\.\w+)+))', re.M)
 REGISTRY_STR = re.compile(r"'(uspl(?:\.\w+)+):\w+'")
 
-# Edges still to be removed (issue 29 step 2: the engine runs a method's stages, the registry imports methods by name).
-KNOWN = {('30_methods/31_base.ipynb', 'uspl.engine.train'), ('30_methods/35_icl.ipynb', 'uspl.engine.train'),
-         ('30_methods/35_icl.ipynb', 'uspl.evaluation.compare')} | {('30_methods/31_base.ipynb', f'uspl.methods.{m}') for m in ('uspl', 'ezvsl', 'lvs', 'icl')}
-
 def _cells(nb): return [''.join(c['source']) for c in json.loads(nb.read_text())['cells'] if c['cell_type'] == 'code']
 
 def _exports():
@@ -43,7 +39,7 @@ def test_no_notebook_imports_a_later_one():
         names = [a or b for a, b in IMPORT.findall(text)] + REGISTRY_STR.findall(text)
         for name in names:
             t = _target(name, exports)
-            if t is not None and _order(exports[t]) > _order(nb) and (_order(nb), t) not in KNOWN: bad.append(f'{_order(nb)} imports {name} ({_order(exports[t])})')
+            if t is not None and _order(exports[t]) > _order(nb): bad.append(f'{_order(nb)} imports {name} ({_order(exports[t])})')
     assert not bad, 'imports of later notebooks:\n' + '\n'.join(bad)
 
 def test_order_check_can_fail():

@@ -13,10 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'FREEZE_BN', 'PATHS', 'GROUPS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'DataConfig', 'EncoderConfig',
-           'MMICLConfig', 'SMRConfig', 'SPSConfig', 'LVSConfig', 'ICLConfig', 'TrainConfig', 'USPLConfig',
-           'normalize_image', 'denormalize_image', 'minmax_norm', 'upsample_maps', 'check_finite', 'seed_everything',
-           'atomic_write', 'atomic_save']
+__all__ = ['OPTIMIZERS', 'FREEZE_BN', 'GROUPS', 'SHARED_GROUPS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'ConfigGroup', 'between',
+           'positive', 'nonneg', 'one_of', 'DataConfig', 'EncoderConfig', 'MMICLConfig', 'SMRConfig', 'SPSConfig',
+           'TrainConfig', 'register_group', 'USPLConfig', 'normalize_image', 'denormalize_image', 'minmax_norm',
+           'upsample_maps', 'check_finite', 'seed_everything', 'atomic_write', 'atomic_save']
 
 # %% ../nbs/00_core.ipynb #c006
 def _kind(f) -> str:
@@ -44,8 +44,8 @@ def _coerce(group:str, f, v):
         v = tuple(v)
     return v
 
-class _Group:
-    "Base of the config groups: type checks and the range rules of `_rules` (name -> (test, what it must be)) at build time."
+class ConfigGroup:
+    "Base of the config groups (frozen dataclasses): type checks and the range rules of `_rules` (name -> (test, what it must be)) at build time."
     _rules:dict = {}
     def __post_init__(self):
         g = type(self).__name__
@@ -53,15 +53,18 @@ class _Group:
         for name, (ok, want) in self._rules.items():
             if not ok(getattr(self, name), self): raise ValueError(f"config field {g}.{name} must be {want}, got {getattr(self, name)!r}")
 
-def _between(lo, hi, lo_open=False, hi_open=False):
+def between(lo, hi, lo_open=False, hi_open=False):
+    "A range rule of `ConfigGroup._rules`: lo <= v <= hi (open ends on request)."
     return lambda v, _: (v > lo if lo_open else v >= lo) and (v < hi if hi_open else v <= hi)
-_pos = lambda v, _: v > 0
-_nonneg = lambda v, _: v >= 0
-def _one_of(*xs): return (lambda v, _: v in xs), f"one of {xs}"
+def positive(v, _): return v > 0
+def nonneg(v, _): return v >= 0
+def one_of(*xs):
+    "A rule of `ConfigGroup._rules` with its message: v is one of `xs`."
+    return (lambda v, _: v in xs), f"one of {xs}"
 
 # %% ../nbs/00_core.ipynb #c008
 @dataclass(frozen=True)
-class DataConfig(_Group):
+class DataConfig(ConfigGroup):
     "Frames, audio front-end and the embedded synthetic scenes (Sec. 4.1)."
     img_size:int=224 # input frames are resized to `img_size` x `img_size` (Sec. 4.1)
     s4_frame:int=1 # AVSBench-S4 frame index, 1-based: the paper uses the first frame (Sec. 4.1)
@@ -75,14 +78,14 @@ class DataConfig(_Group):
     synth_val:int=256 # its validation scenes
     synth_test:int=512 # its test scenes
     synth_clip_sec:float=1.0 # audio clip length of a synthetic scene
-    _rules = dict(img_size=(lambda v, _: v >= 16, '>= 16'), s4_frame=(_between(1, 5), 'in 1..5 (S4 has 5 frames)'),
-                  sample_rate=(lambda v, _: v >= 1000, '>= 1000'), s4_clip_sec=(_pos, '> 0'), vggss_clip_sec=(_pos, '> 0'),
-                  n_fft=(lambda v, _: v >= 16, '>= 16'), hop_length=(_pos, '> 0'), log_eps=(_pos, '> 0'),
-                  synth_train=(_nonneg, '>= 0'), synth_val=(_nonneg, '>= 0'), synth_test=(_nonneg, '>= 0'),
-                  synth_clip_sec=(_pos, '> 0'))
+    _rules = dict(img_size=(lambda v, _: v >= 16, '>= 16'), s4_frame=(between(1, 5), 'in 1..5 (S4 has 5 frames)'),
+                  sample_rate=(lambda v, _: v >= 1000, '>= 1000'), s4_clip_sec=(positive, '> 0'), vggss_clip_sec=(positive, '> 0'),
+                  n_fft=(lambda v, _: v >= 16, '>= 16'), hop_length=(positive, '> 0'), log_eps=(positive, '> 0'),
+                  synth_train=(nonneg, '>= 0'), synth_val=(nonneg, '>= 0'), synth_test=(nonneg, '>= 0'),
+                  synth_clip_sec=(positive, '> 0'))
 
 @dataclass(frozen=True)
-class EncoderConfig(_Group):
+class EncoderConfig(ConfigGroup):
     "The visual encoder f_v, the audio encoder f_a and the size of the shared space (Sec. 3.1, 4.1)."
     visual_backbone:str='resnet50' # timm name of the visual encoder: ResNet-50 (Sec. 4.1)
     output_stride:int=16 # last conv stride removed: 224 -> 14x14 (Sec. 4.1)
@@ -95,19 +98,19 @@ class EncoderConfig(_Group):
     embed_dim:int=512 # size of the shared audio-visual space of the projectors g_a, g_v (EZ-VSL's 512)
     _rules = dict(output_stride=(lambda v, _: v in (8, 16, 32), 'one of (8, 16, 32)'),
                   visual_out_indices=(lambda v, _: len(v) >= 1 and all(isinstance(i, int) and i >= 0 for i in v), 'a list of stage indices >= 0'),
-                  visual_weights_match=_one_of('name', 'order'), embed_dim=(_pos, '> 0'))
+                  visual_weights_match=one_of('name', 'order'), embed_dim=(positive, '> 0'))
 
 @dataclass(frozen=True)
-class MMICLConfig(_Group):
+class MMICLConfig(ConfigGroup):
     "The mask-augmented multi-instance contrastive loss (Sec. 3.1, Eq. 2)."
     tau:float=0.07 # temperature of Eq. 2 (Sec. 4.1)
     drop:float=0.5 # drop probability of the random mask augmentation layer (Sec. 4.1, Table 5)
     drop_positive_only:bool=True # drop locations of the positive bag only, as Eq. 2 is written
     symmetric:bool=False # add the visual-to-audio term (EZ-VSL's form); Eq. 2 has audio-to-visual only
-    _rules = dict(tau=(_pos, '> 0'), drop=(_between(0, 1, hi_open=True), 'in [0, 1)'))
+    _rules = dict(tau=(positive, '> 0'), drop=(between(0, 1, hi_open=True), 'in [0, 1)'))
 
 @dataclass(frozen=True)
-class SMRConfig(_Group):
+class SMRConfig(ConfigGroup):
     "Sounding map refinement: PMV-aff, PAMR, the tri-map, the affinities and the random walk (Sec. 3.2, Eqs. 3-8)."
     aff_dim:int=256 # channels of the affinity feature from PMV-aff (Sec. 4.1, Fig. 3)
     aff_stride:int=4 # affinity resolution = img_size / aff_stride: 56x56 for 224 (Sec. 4.1)
@@ -120,51 +123,28 @@ class SMRConfig(_Group):
     t:int=8 # random-walk propagation steps of Eq. 8 (Sec. 4.1, Table 8): t steps, not 2^t
     aff_weights:tuple=(0.25, 0.25, 0.5) # weights of the background-positive, foreground-positive and negative means of Eq. 6 (PSA's)
     eq3_kernel:str='auto' # how Eq. 3 runs: 'eager', 'compiled' (torch.compile, same values) or 'auto' (compiled for large grids; `uspl.components.affinity.local_affinity`)
-    _rules = dict(aff_dim=(_pos, '> 0'), aff_stride=(_pos, '> 0'), radius=(lambda v, _: v >= 1, '>= 1'),
-                  beta_l=(lambda v, c: 0 < v < c.beta_h, 'in (0, beta_h)'), beta_h=(_between(0, 1, True, True), 'in (0, 1)'),
+    _rules = dict(aff_dim=(positive, '> 0'), aff_stride=(positive, '> 0'), radius=(lambda v, _: v >= 1, '>= 1'),
+                  beta_l=(lambda v, c: 0 < v < c.beta_h, 'in (0, beta_h)'), beta_h=(between(0, 1, True, True), 'in (0, 1)'),
                   pamr_dilations=(lambda v, _: len(v) >= 1 and all(isinstance(d, int) and d >= 1 for d in v), 'a list of ints >= 1'),
-                  pamr_iters=(_nonneg, '>= 0'), beta=(_pos, '> 0'), t=(_nonneg, '>= 0'),
+                  pamr_iters=(nonneg, '>= 0'), beta=(positive, '> 0'), t=(nonneg, '>= 0'),
                   aff_weights=(lambda v, _: len(v) == 3 and min(v) >= 0, '3 weights >= 0'),
-                  eq3_kernel=_one_of('auto', 'eager', 'compiled'))
+                  eq3_kernel=one_of('auto', 'eager', 'compiled'))
 
 @dataclass(frozen=True)
-class SPSConfig(_Group):
+class SPSConfig(ConfigGroup):
     "The sounding pixel segmenter: Eq. 9 fusion, PMV-dec and the FPN decoder, trained with Eq. 10 (Sec. 3.3)."
     fpn_dim:int=128 # FPN decoder width (Kirillov et al. 2019 use 256; 128 keeps SPS within 1.3x of EZ-VSL's time, Table 3)
     aspp_rates:tuple=(1, 6, 12, 18) # ASPP dilation rates (Chen et al. 2017)
     aspp_dim:int=32 # inner width of each ASPP of PMV-dec (our reading of Fig. 3; keeps SPS cheap, Table 3)
     head_dim:int=64 # width of the FPN semantic head (Kirillov et al. 2019 use 128; narrowed with fpn_dim)
     seg_soft:bool=True # Eq. 10 against the min-max normalised fine map as a soft target (False: binarised at 0.5)
-    _rules = dict(fpn_dim=(_pos, '> 0'), head_dim=(_pos, '> 0'), aspp_dim=(_pos, '> 0'),
+    _rules = dict(fpn_dim=(positive, '> 0'), head_dim=(positive, '> 0'), aspp_dim=(positive, '> 0'),
                   aspp_rates=(lambda v, _: len(v) >= 1 and all(isinstance(r, int) and r >= 1 for r in v), 'a list of ints >= 1'))
 
-@dataclass(frozen=True)
-class LVSConfig(_Group):
-    "The LVS baseline (Chen et al., CVPR 2021): soft tri-map thresholds and temperatures."
-    eps_pos:float=0.65 # similarity above which a location is positive (LVS's epsilon_p)
-    eps_neg:float=0.4 # similarity below which a location is a hard negative (LVS's epsilon_n)
-    mask_tau:float=0.03 # temperature of the sigmoid that softens the thresholds (LVS's tau)
-    logit_tau:float=0.07 # temperature of the contrastive logits (LVS's code divides by 0.07)
-    _rules = dict(eps_neg=(lambda v, c: -1 <= v < c.eps_pos, 'in [-1, eps_pos)'), eps_pos=(_between(-1, 1), 'in [-1, 1]'),
-                  mask_tau=(_pos, '> 0'), logit_tau=(_pos, '> 0'))
+OPTIMIZERS, FREEZE_BN = ('adam', 'sgd'), ('none', 'visual', 'all')
 
 @dataclass(frozen=True)
-class ICLConfig(_Group):
-    "Iterative contrastive learning (Lin et al., CVIU 2023): iterations, pseudo-label rules and loss weights."
-    iterations:int=3 # iteration 0 (plain contrastive learning) and 2 pseudo-label iterations
-    iter_epochs:int=0 # epochs per later iteration (0: `warmup_epochs + epochs` of the training group, as iteration 0)
-    rho:float=0.3 # the top `rho` fraction of a frame's map is its sounding region
-    clusters:int=10 # k of the k-means on the previous iteration's audio embeddings
-    w_intra:float=1.0 # weight of the intra-frame (sounding vs silent region) term
-    w_inter:float=1.0 # weight of the inter-frame (same audio cluster) term
-    _rules = dict(iterations=(lambda v, _: v >= 1, '>= 1'), iter_epochs=(_nonneg, '>= 0'),
-                  rho=(_between(0, 1, True, True), 'in (0, 1)'), clusters=(lambda v, _: v >= 1, '>= 1'),
-                  w_intra=(_nonneg, '>= 0'), w_inter=(_nonneg, '>= 0'))
-
-OPTIMIZERS, FREEZE_BN, PATHS = ('adam', 'sgd'), ('none', 'visual', 'all'), ('sps', 'smr', 'coarse')
-
-@dataclass(frozen=True)
-class TrainConfig(_Group):
+class TrainConfig(ConfigGroup):
     "Eq. 11's weights, the schedule and the optimiser (Sec. 3.4, 4.1), and the run's bookkeeping."
     lambdas:tuple=(0.1, 0.4, 0.5) # weights of L_mmicl, L_aff, L_seg in Eq. 11 (Sec. 4.1)
     warmup_epochs:int=3 # MMICL-only epochs before the overall loss (Sec. 4.1)
@@ -178,97 +158,159 @@ class TrainConfig(_Group):
     freeze_bn:str='none' # BatchNorm layers kept in eval mode: 'none', 'visual' (f_v's: a pretrained backbone with small batches) or 'all' (exact DDP equivalence on CPUs)
     sync_bn:bool=True # SyncBatchNorm under multi-GPU DistributedDataParallel (CPU processes cannot sync BN)
     ckpt_every:int=0 # also write the checkpoint every N optimiser steps (0: at the end of each epoch only)
-    eval_path:str='sps' # inference path for validation and `uspl eval`: 'sps' (fast), 'smr' (coarse -> fine) or 'coarse'
+    eval_path:str='sps' # inference path for validation and `uspl eval` when the method has it (USPL's: 'sps' fast, 'smr' coarse -> fine, 'coarse'), else the method's first
     _rules = dict(lambdas=(lambda v, _: len(v) == 3 and min(v) >= 0, '3 weights >= 0 (L_mmicl, L_aff, L_seg)'),
-                  warmup_epochs=(_nonneg, '>= 0'), epochs=(lambda v, _: v >= 1, '>= 1'),
+                  warmup_epochs=(nonneg, '>= 0'), epochs=(lambda v, _: v >= 1, '>= 1'),
                   batch_size=(lambda v, _: v >= 2, '>= 2 (contrastive negatives and BatchNorm need two samples)'),
-                  lr=(_pos, '> 0'), optimizer=_one_of(*OPTIMIZERS), weight_decay=(_nonneg, '>= 0'), seed=(_nonneg, '>= 0'),
-                  num_workers=(_nonneg, '>= 0'), freeze_bn=_one_of(*FREEZE_BN), ckpt_every=(_nonneg, '>= 0'),
-                  eval_path=_one_of(*PATHS))
+                  lr=(positive, '> 0'), optimizer=one_of(*OPTIMIZERS), weight_decay=(nonneg, '>= 0'), seed=(nonneg, '>= 0'),
+                  num_workers=(nonneg, '>= 0'), freeze_bn=one_of(*FREEZE_BN), ckpt_every=(nonneg, '>= 0'),
+                  eval_path=(lambda v, _: v.isidentifier(), 'the name of an inference path'))
 
 # %% ../nbs/00_core.ipynb #c012
-GROUPS = dict(data=DataConfig, encoders=EncoderConfig, mmicl=MMICLConfig, smr=SMRConfig, sps=SPSConfig,
-              train=TrainConfig, lvs=LVSConfig, icl=ICLConfig)
-_FIELD_GROUP = {f.name: g for g, cls in GROUPS.items() for f in fields(cls)}  # flat name -> its group (names are unique)
+GROUPS = dict(data=DataConfig, encoders=EncoderConfig, mmicl=MMICLConfig, smr=SMRConfig, sps=SPSConfig, train=TrainConfig)
+SHARED_GROUPS = tuple(GROUPS) # the groups of this module; `register_group` adds the methods' own after them
 
-@dataclass(frozen=True, init=False)
+def register_group(name:str, # the group's key in a config (e.g. 'icl')
+                   cls:type, # a frozen dataclass subclass of `ConfigGroup`, a comment on each field
+                  ) -> type:
+    "Make a method's own config group known to `USPLConfig` (called when the method's module is imported); returns `cls`."
+    if not (isinstance(cls, type) and issubclass(cls, ConfigGroup) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"config group {name!r} must be a dataclass subclass of ConfigGroup, got {cls!r}")
+    if not name.isidentifier() or name == 'method': raise ValueError(f"bad config group name {name!r}")
+    old = GROUPS.get(name, cls)
+    if old is not cls:
+        if old.__qualname__ != cls.__qualname__: raise ValueError(f"config group {name!r} is already {old.__name__}")
+        if not _in_package(cls): return cls  # the same class defined again (a notebook re-running its cell): the package's stays
+    GROUPS[name] = cls
+    return cls
+
+def _in_package(cls) -> bool: return cls.__module__.startswith('uspl.')
+
+def _field_groups(name:str, among=None) -> list:
+    "The registered groups (or those of `among`) that have a field `name`."
+    return [g for g in (among if among is not None else GROUPS) if name in {f.name for f in fields(GROUPS[g])}]
+
+_UNKNOWN_HINT = "(a method's own fields are known once its module is imported: `uspl.methods.base.get_method(name)`)"
+
+# %% ../nbs/00_core.ipynb #c013
 class USPLConfig:
-    "Every hyper-parameter of the kit, grouped by component, with the paper's defaults (Sec. 4.1 unless noted)."
-    method:str # the registered method a run trains (`uspl.methods.base`): 'uspl', 'ezvsl', 'lvs', 'icl'
-    data:DataConfig
-    encoders:EncoderConfig
-    mmicl:MMICLConfig
-    smr:SMRConfig
-    sps:SPSConfig
-    train:TrainConfig
-    lvs:LVSConfig
-    icl:ICLConfig
+    "The hyper-parameters of a run, grouped by component, with the paper's defaults (Sec. 4.1 unless noted); frozen."
+    __slots__ = ('method', '_groups')
 
-    def __init__(self, method:str='uspl', **kw):
-        "Defaults, overridden by groups (`smr=SMRConfig(...)` or a dict) or by single fields by their flat name (`radius=5`)."
+    def __init__(self, method:str='uspl', # the registered method a run trains (`uspl.methods.base`)
+                 **kw): # groups (`smr=SMRConfig(...)` or a dict) or single fields by their flat name (`radius=5`)
+        "The shared groups with their defaults, plus any registered group given, overridden by the groups and flat fields given."
         if not isinstance(method, str): raise TypeError(f"config field 'method' must be a string, got {method!r}")
-        object.__setattr__(self, 'method', method)
-        bad = [k for k in kw if k not in GROUPS and k not in _FIELD_GROUP]
-        if bad: raise TypeError(f"USPLConfig has no field(s) {bad}")
-        for g, cls in GROUPS.items():
-            given = kw.get(g, {})
-            if isinstance(given, _Group): given = asdict(given)
+        flat, held = {}, list(SHARED_GROUPS)
+        for k in kw:
+            if k in GROUPS: g = k
+            else:
+                gs = _field_groups(k)
+                if not gs: raise TypeError(f"USPLConfig has no field(s) {[k for k in kw if k not in GROUPS and not _field_groups(k)]} {_UNKNOWN_HINT}")
+                if len(gs) > 1: raise TypeError(f"field {k!r} is in the groups {gs}: give it inside its group, e.g. {gs[0]}={{{k!r}: ...}}")
+                g = flat.setdefault(k, gs[0])
+            if g not in held: held.append(g)
+        groups = {}
+        for g in sorted(held, key=list(GROUPS).index):
+            cls, given = GROUPS[g], kw.get(g, {})
+            if isinstance(given, ConfigGroup): given = asdict(given)
             if not isinstance(given, dict): raise TypeError(f"config group {g!r} must be a {cls.__name__} or a dict, got {given!r}")
             unknown = [k for k in given if k not in {f.name for f in fields(cls)}]
             if unknown: raise ValueError(f"config group {g!r} has no field(s) {unknown}")
-            flat = {k: v for k, v in kw.items() if _FIELD_GROUP.get(k) == g}
-            object.__setattr__(self, g, cls(**{**given, **flat}))
+            groups[g] = cls(**{**given, **{k: kw[k] for k, fg in flat.items() if fg == g}})
+        object.__setattr__(self, 'method', method)
+        object.__setattr__(self, '_groups', groups)
+
+    @property
+    def groups(self) -> tuple:
+        "The names of the groups this config holds."
+        return tuple(self._groups)
 
     def __getattr__(self, name):
-        "Read a field by its flat name: `cfg.radius` is `cfg.smr.radius`."
-        g = _FIELD_GROUP.get(name)
-        if g is None: raise AttributeError(f"USPLConfig has no field {name!r}")
-        return getattr(getattr(self, g), name)
+        "A group by its name (`cfg.smr`) or a field by its flat name (`cfg.radius` is `cfg.smr.radius`)."
+        if name.startswith('_'): raise AttributeError(name)
+        gs = self._groups
+        if name in gs: return gs[name]
+        held = _field_groups(name, gs)
+        if len(held) == 1: return getattr(gs[held[0]], name)
+        if held: raise AttributeError(f"field {name!r} is in the groups {held}: read it as cfg.{held[0]}.{name}")
+        if name in GROUPS: raise AttributeError(f"this config of method {self.method!r} holds no group {name!r} (it holds {self.groups})")
+        raise AttributeError(f"USPLConfig has no field {name!r}")
+
+    def __setattr__(self, name, value): raise AttributeError(f"USPLConfig is frozen: use cfg.update({name}=...)")
+    def __eq__(self, other): return isinstance(other, USPLConfig) and self.method == other.method and self._groups == other._groups
+    def __hash__(self): return hash((self.method, tuple(self._groups.items())))
+    def __repr__(self): return f"USPLConfig(method={self.method!r}, " + ', '.join(f'{g}={v!r}' for g, v in self._groups.items()) + ')'
+    def __reduce__(self): return (_rebuild_config, (self.method, dict(self._groups)))  # the groups by class: unpickling imports their modules
 
     def update(self, **kw) -> 'USPLConfig':
-        "A copy with the given groups or flat fields replaced (see `__init__`); unknown names raise."
-        groups = {g: asdict(getattr(self, g)) for g in GROUPS}
-        for g in GROUPS:
-            if g in kw:
+        "A copy with the given groups or flat fields replaced (see `__init__`): the groups it holds, and those given; unknown names raise."
+        groups = {g: asdict(v) for g, v in self._groups.items()}
+        for g in list(kw):
+            if g in GROUPS:
                 v = kw.pop(g)
-                groups[g].update(asdict(v) if isinstance(v, _Group) else v)
-        return USPLConfig(kw.pop('method', self.method), **groups, **kw)
+                groups[g] = {**groups.get(g, {}), **(asdict(v) if isinstance(v, ConfigGroup) else v)}
+        flat = {k: kw.pop(k) for k in list(kw) if k != 'method' and len(_field_groups(k, groups)) == 1}
+        for k, v in flat.items(): groups[_field_groups(k, groups)[0]][k] = v
+        c = USPLConfig(kw.pop('method', self.method), **groups, **kw)
+        new = {g for k in kw for g in _field_groups(k)}  # groups added by a flat field they alone have
+        object.__setattr__(c, '_groups', {g: v for g, v in c._groups.items() if g in groups or g in new})
+        return c
+
+    def select(self, groups:tuple, # the group names to keep, in any order
+               method:str|None=None) -> 'USPLConfig':
+        "A copy holding exactly `groups` (with their values here, or their defaults), for `method` (default: this one)."
+        bad = [g for g in groups if g not in GROUPS]
+        if bad: raise ValueError(f"unknown config group(s) {bad} {_UNKNOWN_HINT}")
+        c = USPLConfig(method or self.method, **{g: asdict(self._groups[g]) if g in self._groups else {} for g in groups})
+        object.__setattr__(c, '_groups', {g: v for g, v in c._groups.items() if g in groups})
+        return c
 
     def to_dict(self) -> dict:
         "Nested plain dict: {'method': ..., group: {field: value}} (JSON-ready)."
-        return {'method': self.method, **{g: asdict(getattr(self, g)) for g in GROUPS}}
+        return {'method': self.method, **{g: asdict(v) for g, v in self._groups.items()}}
 
     def flat(self) -> dict:
         "Every field by its flat name."
-        return {'method': self.method, **{k: v for g in GROUPS for k, v in asdict(getattr(self, g)).items()}}
+        return {'method': self.method, **{k: v for g in self._groups.values() for k, v in asdict(g).items()}}
 
     @classmethod
-    def from_dict(cls, d:dict) -> 'USPLConfig':
-        "Build from a dict (e.g. a JSON file), nested by group or flat or both; unknown keys raise."
+    def from_dict(cls, d:dict, # nested by group or flat or both
+                  groups:tuple|None=None, # keep only these groups (a run's: an older run config held every method's; the others are ignored)
+                 ) -> 'USPLConfig':
+        "Build from a dict (e.g. a JSON file); unknown keys raise."
         if not isinstance(d, dict): raise ValueError(f"a config must be a JSON object, got {type(d).__name__}")
-        bad = [k for k in d if k != 'method' and k not in GROUPS and k not in _FIELD_GROUP]
+        if groups is not None: d = {k: v for k, v in d.items() if k == 'method' or k in groups or (k not in GROUPS and _field_groups(k, groups))}
+        bad = [k for k in d if k != 'method' and k not in GROUPS and not _field_groups(k)]
         if bad: raise ValueError(f"unknown config key(s) {bad}; valid keys: 'method', the groups {sorted(GROUPS)} "
-                                 f"or their fields {sorted(_FIELD_GROUP)}")
-        try: return cls(**d)
+                                 f"or their fields {sorted({f.name for c in GROUPS.values() for f in fields(c)})} {_UNKNOWN_HINT}")
+        try: c = cls(**d)
         except TypeError as e: raise ValueError(str(e)) from None
+        return c if groups is None else c.select(groups)
 
     @classmethod
-    def load(cls, path) -> 'USPLConfig':
-        "Read a JSON config file; errors name the file."
+    def load(cls, path, groups:tuple|None=None) -> 'USPLConfig':
+        "Read a JSON config file (see `from_dict` for `groups`); errors name the file."
         path = Path(path)
         try: d = json.loads(path.read_text())
         except FileNotFoundError: raise FileNotFoundError(f"config file not found: {path}") from None
         except IsADirectoryError: raise ValueError(f"config file {path} is a folder") from None
         except (json.JSONDecodeError, UnicodeDecodeError) as e: raise ValueError(f"config file {path} is not valid JSON: {e}") from None
         if not isinstance(d, dict): raise ValueError(f"config file {path} must hold a JSON object")
-        try: return cls.from_dict(d)
+        try: return cls.from_dict(d, groups)
         except ValueError as e: raise ValueError(f"config file {path}: {e}") from None
 
     def save(self, path) -> Path:
         "Write the config as JSON atomically."
         return atomic_write(path, lambda f: f.write(json.dumps(self.to_dict(), indent=1).encode()))
 
-# %% ../nbs/00_core.ipynb #c015
+def _rebuild_config(method:str, groups:dict) -> USPLConfig:
+    "Unpickle a `USPLConfig`."
+    c = object.__new__(USPLConfig)
+    object.__setattr__(c, 'method', method); object.__setattr__(c, '_groups', groups)
+    return c
+
+# %% ../nbs/00_core.ipynb #c018
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -284,7 +326,7 @@ def denormalize_image(x:Tensor, # normalised image [B,3,H,W] or [3,H,W]
     m, s = x.new_tensor(IMAGENET_MEAN), x.new_tensor(IMAGENET_STD)
     return x * s[:, None, None] + m[:, None, None]
 
-# %% ../nbs/00_core.ipynb #c017
+# %% ../nbs/00_core.ipynb #c020
 def minmax_norm(m:Tensor, # maps [B,...]
                 eps:float=1e-8) -> Tensor:
     "Min-max normalisation of each map of a batch to [0, 1]; a constant map becomes 0."
@@ -292,7 +334,7 @@ def minmax_norm(m:Tensor, # maps [B,...]
     lo, hi = flat.min(1, keepdim=True).values, flat.max(1, keepdim=True).values
     return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(m)
 
-# %% ../nbs/00_core.ipynb #c020
+# %% ../nbs/00_core.ipynb #c023
 def upsample_maps(m:Tensor, # maps [B,h,w] or [B,1,h,w]
                   size:tuple, # (H,W) target size
                  ) -> Tensor: # min-max normalised maps [B,H,W] (or [B,1,H,W] for a [B,1,h,w] input)
@@ -303,7 +345,7 @@ def upsample_maps(m:Tensor, # maps [B,h,w] or [B,1,h,w]
     up = minmax_norm(up)
     return up[:, 0] if m.ndim == 3 else up
 
-# %% ../nbs/00_core.ipynb #c022
+# %% ../nbs/00_core.ipynb #c025
 def check_finite(x:Tensor, name:str) -> Tensor:
     "Raise a `ValueError` naming `name` when `x` holds NaN or inf; return `x`."
     if not torch.isfinite(x).all():
@@ -311,13 +353,13 @@ def check_finite(x:Tensor, name:str) -> Tensor:
         raise ValueError(f"{name} holds {n} non-finite value(s) (NaN or inf)")
     return x
 
-# %% ../nbs/00_core.ipynb #c025
+# %% ../nbs/00_core.ipynb #c028
 def seed_everything(seed:int) -> torch.Generator:
     "Seed Python, NumPy and torch; return a `torch.Generator` seeded with `seed`."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
 
-# %% ../nbs/00_core.ipynb #c028
+# %% ../nbs/00_core.ipynb #c031
 def _umask() -> int:
     "The process's umask (read by setting it and setting it back)."
     m = os.umask(0); os.umask(m)

@@ -44,14 +44,12 @@ def frames_per_second(fn, # callable to time
     return batch / statistics.median(times)
 
 # %% ../nbs/02_efficiency.ipynb #c010
-_PATH_MODULES = {'coarse': ('mmicl',), 'smr': ('mmicl', 'smr'), 'sps': ('mmicl', 'sps')}
-
 def path_efficiency(model:nn.Module, # a registered method (`uspl.methods.base.Method`)
                     image:Tensor, # a batch of frames [B,3,H,W]
                     audio:Tensor, # its audio
                     path:str, # one of `model.paths`
                     runs:int=10, warmup:int=2) -> dict: # {params_m, gflops, fps}
-    "Parameters (M) of the modules `path` runs, GFLOPs per batch and frames/s of `model.predict(image, audio, path)`."
-    mods = [getattr(model, n) for n in _PATH_MODULES.get(path, ()) if hasattr(model, n)] or [model]
+    "Parameters (M) of the submodules `path` runs (`model.path_modules[path]`; else the whole model), GFLOPs per batch and frames/s of `model.predict(image, audio, path)`."
+    mods = [getattr(model, n) for n in getattr(model, 'path_modules', {}).get(path, ()) if hasattr(model, n)] or [model]
     fn = lambda *_: model.predict(image, audio, path)
     return dict(params_m=count_params(*mods) / 1e6, gflops=count_flops(fn) / 1e9, fps=frames_per_second(fn, image, runs=runs, warmup=warmup))

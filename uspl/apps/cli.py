@@ -9,9 +9,9 @@ from pathlib import Path
 import uspl
 
 # %% auto #0
-__all__ = ['DATASETS', 'UsageError', 'build_parser', 'load_config', 'check_root', 'check_out', 'data_options', 'report_skips',
-           'skipped_note', 'describe', 'cmd_train', 'cmd_eval', 'cmd_demo', 'cmd_compare', 'cmd_localize', 'cmd_data',
-           'cmd_docs', 'main']
+__all__ = ['UsageError', 'build_parser', 'load_config', 'check_root', 'check_out', 'data_options', 'report_skips', 'skipped_note',
+           'describe', 'cmd_train', 'cmd_eval', 'cmd_demo', 'cmd_compare', 'cmd_localize', 'cmd_data', 'cmd_docs',
+           'main']
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c005
 class UsageError(Exception):
@@ -21,7 +21,6 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(f'{self.prog}: error: {message}')
 
-DATASETS = ('synthetic', 's4', 'vggss')
 _FMT = argparse.ArgumentDefaultsHelpFormatter
 _JOBS_HELP = ('N trainings at a time, each in a worker process with 1/N of the CPU threads and no progress bars: more '
                'throughput (long trainings end sooner in all), each training slower; 1: one after the other (see uspl.evaluation.compare)')
@@ -42,10 +41,21 @@ def _data_flags(p):
     p.add_argument('--skip-missing', action='store_true', help='skip (and count) listed samples whose files are missing (VGGSS: always)')
     p.add_argument('--binarize', action='store_true', help='s4: threshold non-binary masks at 128 instead of refusing them')
 
+class _LazyChoices:
+    "argparse `choices` computed on first use (the registered methods' paths: their modules are imported only when a --path is checked or shown)."
+    def __init__(self, fn): self.fn, self.v = fn, None
+    def _get(self):
+        if self.v is None: self.v = tuple(self.fn())
+        return self.v
+    def __contains__(self, x): return x in self._get()
+    def __iter__(self): return iter(self._get())
+
 def build_parser() -> argparse.ArgumentParser:
     "The `uspl` argument parser with its subcommands."
-    from uspl.methods.base import method_names
-    M = method_names()
+    from uspl.methods.base import method_names, path_names
+    from uspl.data.datasets import DATASETS
+    from uspl.engine.runs import BEST, LAST, CONFIG, LOG, run_name
+    M, DATASETS, PATHS = method_names(), tuple(DATASETS), _LazyChoices(path_names)
     p = _Parser(prog='uspl', description='Unsupervised sounding pixel learning (USPL, EMNLP 2023) research kit.')
     p.add_argument('--version', action='version', version=f'uspl {uspl.__version__}')
     p.add_argument('--debug', action='store_true', help='show the traceback of an input error (as USPL_DEBUG=1 does)')
@@ -60,14 +70,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--methods', type=_csv(str), default=['ezvsl', 'uspl'], help=f'methods, comma-separated, of {M}')
     d.add_argument('--jobs', type=int, default=2, metavar='N', help=_JOBS_HELP)  # the default of `uspl.apps.demo.run_demo` (not imported: the parser stays light)
     t = sub.add_parser('train', formatter_class=_FMT, help='train a registered method',
-                       description='Train a registered method into a run folder (checkpoints, config.json, log.jsonl).',
+                       description=f'Train a registered method into a run folder (checkpoints, {CONFIG}, {LOG}).',
                        epilog='example: uspl train --method uspl --dataset s4 --root AVSBench/Single-source --out runs/uspl-s4 --config cfg.json')
     t.add_argument('--method', choices=M, default=None, help="method (default: the config's, else uspl)")
     t.add_argument('--dataset', choices=DATASETS, default='synthetic', help='dataset layout')
     t.add_argument('--root', help='dataset root (s4: the folder of s4_meta_data.csv; vggss: the folder of frames/ and audio/)')
-    t.add_argument('--out', required=True, help='run folder (checkpoints, config.json, log.jsonl)')
+    t.add_argument('--out', required=True, help=f'run folder (checkpoints, {CONFIG}, {LOG})')
     t.add_argument('--config', help="JSON file of config fields (flat or by group) overriding the defaults; without it: the paper's full size")
-    t.add_argument('--resume', action='store_true', help="continue from RUN/last.pt with the run's config.json (a --config given "
+    t.add_argument('--resume', action='store_true', help=f"continue from RUN/{LAST} with the run's {CONFIG} (a --config given "
                    "again may change only epochs, lr, ckpt_every, num_workers, eval_path)")
     t.add_argument('--overwrite', action='store_true', help='start over in a run folder that already holds a run')
     t.add_argument('--max-steps', type=int, help='stop after this many optimiser steps')
@@ -81,9 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--dataset', choices=DATASETS, default='synthetic', help='dataset layout')
     e.add_argument('--root', help='dataset root')
     e.add_argument('--split', default='test', choices=('train', 'val', 'test'), help='split to score')
-    e.add_argument('--path', choices=('sps', 'smr', 'coarse'), default=None, help="inference path (default: the run's eval_path, if its method has it)")
+    e.add_argument('--path', choices=PATHS, default=None, help="inference path (default: the run's eval_path, if its method has it)")
     e.add_argument('--batch-size', type=int, default=16, help='evaluation batch size')
-    e.add_argument('--checkpoint', default=None, help='file in RUN (default: best.pt, else last.pt)')
+    e.add_argument('--checkpoint', default=None, help=f'file in RUN (default: {BEST}, else {LAST})')
     e.add_argument('--iteration', type=int, default=None, help='iterative methods: the iteration to score (default: the last)')
     e.add_argument('--device', choices=('cpu', 'cuda'), help='default: cuda when available')
     _data_flags(e)
@@ -105,15 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
     l = sub.add_parser('localize', formatter_class=_FMT, help="a trained run on one's own image and sound, or video",
                        description="Localise the sounding object in one's own media with a trained run: writes overlay PNGs "
                                    "(a video: one per second, a contact sheet and an MP4) and prints one JSON line of the files.",
-                       epilog='examples: uspl localize --run demo_out/runs/uspl-seed0 --image dog.jpg --audio bark.wav --out loc\n'
+                       epilog=f'examples: uspl localize --run demo_out/runs/{run_name("uspl", 0)} --image dog.jpg --audio bark.wav --out loc\n'
                               '          uspl localize --run runs/uspl-s4 --video clip.mp4 --out loc_clip')
     l.add_argument('--run', required=True, help='run folder written by `uspl train`, `uspl demo` or `uspl compare`')
     l.add_argument('--image', help='a photo (jpg, png, ...), with --audio')
     l.add_argument('--audio', help='its sound (wav, flac, ogg), with --image')
     l.add_argument('--video', help='instead: a video with an audio track (mp4, mkv, webm, ...)')
     l.add_argument('--out', required=True, help='output folder')
-    l.add_argument('--path', choices=('sps', 'smr', 'coarse'), default=None, help="inference path (default: the run's eval_path, if its method has it)")
-    l.add_argument('--checkpoint', default=None, help='file in RUN (default: best.pt, else last.pt)')
+    l.add_argument('--path', choices=PATHS, default=None, help="inference path (default: the run's eval_path, if its method has it)")
+    l.add_argument('--checkpoint', default=None, help=f'file in RUN (default: {BEST}, else {LAST})')
     l.add_argument('--clip-sec', type=float, default=None, help="audio seconds around each frame (default: the run's s4_clip_sec)")
     a = sub.add_parser('data', help='build datasets', description='Build datasets in the layouts the loaders read.')
     dsub = a.add_subparsers(dest='what', metavar='{stamps}', parser_class=_Parser)
@@ -138,9 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c007
 def load_config(path:str|None):
-    "The run's config: defaults overridden by the JSON file `path`."
+    "The run's config: defaults overridden by the JSON file `path` (which may set any registered method's own groups)."
     from uspl.core import USPLConfig
+    from uspl.methods.base import all_methods
     if path is None: return USPLConfig()
+    all_methods()  # the methods' own config groups become known
     try: return USPLConfig.load(path)
     except (FileNotFoundError, ValueError, TypeError) as e: raise UsageError(f'unreadable config: {e}') from e  # the cause: for --debug
 
@@ -192,17 +204,17 @@ def describe(model, cfg) -> str:
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c009
 def _resume_config(a):
-    "The config `uspl train --resume` continues with: the run's config.json, checked against a --config or --method given."
+    "The config `uspl train --resume` continues with: the run's config, checked against a --config or --method given."
     from uspl.methods.base import get_method
-    from uspl.engine.train import resume_config
-    saved_p = Path(a.out)/'config.json'
-    if not saved_p.is_file(): raise UsageError(f'nothing to resume: {a.out} has no config.json')
-    saved = load_config(saved_p)
+    from uspl.engine.runs import resume_config, read_run_config, CONFIG
+    if not (Path(a.out)/CONFIG).is_file(): raise UsageError(f'nothing to resume: {a.out} has no {CONFIG}')
+    try: saved = read_run_config(a.out)  # the groups of its method (an older run's config held every method's)
+    except (FileNotFoundError, ValueError, TypeError) as e: raise UsageError(f'unreadable config: {e}') from e
     if not (a.config or a.method): return saved
     given = load_config(a.config) if a.config else saved
     named = a.config and 'method' in json.loads(Path(a.config).read_text())  # the file names its method
     method = a.method or (given.method if named else saved.method)
-    cfg, changed = resume_config(saved, get_method(method).configure(given.update(method=method)), a.out)
+    cfg, changed = resume_config(saved, get_method(method).config_for(given.update(method=method)), a.out)
     if changed: print(f"uspl: notice: resuming {a.out} with " + ', '.join(f'{k} {x!r} -> {y!r}' for k, (x, y) in changed.items()),
                       file=sys.stderr)
     return cfg
@@ -210,9 +222,9 @@ def _resume_config(a):
 def _check_resumable(out:Path, method:str):
     "The checkpoints `--resume` will read are there and whole (read without their tensors), before anything is printed."
     from uspl.methods.base import get_method
-    from uspl.engine.train import load_checkpoint
-    if not get_method(method).can_resume(out): raise UsageError(f'nothing to resume: {out} holds no checkpoint (last.pt)')
-    for ck in sorted([*out.glob('last.pt'), *out.glob('*/last.pt')]): load_checkpoint(ck, mmap=True)
+    from uspl.engine.runs import load_checkpoint, can_resume, LAST
+    if not can_resume(out, method): raise UsageError(f'nothing to resume: {out} holds no checkpoint ({LAST})')
+    for ck in sorted([*out.glob(LAST), *out.glob(f'*/{LAST}')]): load_checkpoint(ck, mmap=True)
 
 def cmd_train(a):
     root = check_root(a.dataset, a.root)
@@ -221,7 +233,7 @@ def cmd_train(a):
     dkw = data_options(a)
     if a.resume and not Path(a.out).is_dir(): raise UsageError(f'nothing to resume: {a.out} is not a folder')
     out = check_out(a.out)  # the out folder first: nothing is printed before its error
-    from uspl.engine.train import refuse_locked
+    from uspl.engine.runs import refuse_locked
     refuse_locked(out, depth=1)  # a second writer (into the run folder, or an iterative method's iteration folders)
     if a.resume: cfg = _resume_config(a)
     else:
@@ -229,7 +241,9 @@ def cmd_train(a):
         if a.method: cfg = cfg.update(method=a.method)
     from uspl.methods.base import build_method
     from uspl.data.datasets import build_dataset
-    from uspl.engine.train import init_distributed, cleanup_distributed, evaluate_dataset, held_checkpoints
+    from uspl.data.datasets import validation_split
+    from uspl.engine.runs import held_checkpoints
+    from uspl.engine.train import init_distributed, cleanup_distributed, evaluate_dataset, train_method
     from uspl.core import seed_everything
     if not (a.resume or a.overwrite) and (held := held_checkpoints(out)):
         raise UsageError(f"{a.out} already holds a run ({', '.join(held)}): continue it with --resume "
@@ -237,14 +251,16 @@ def cmd_train(a):
     if a.resume: _check_resumable(out, cfg.method)
     env = init_distributed(a.device)
     try:
-        vs = 'val' if a.dataset != 'vggss' else 'test'
-        train_ds, val_ds = build_dataset(a.dataset, root, 'train', cfg, **dkw), build_dataset(a.dataset, root, vs, cfg, **dkw)
+        vs = validation_split(a.dataset)  # the registry's: none for VGG-SS (the best checkpoint is never chosen on the test split)
+        train_ds = build_dataset(a.dataset, root, 'train', cfg, **dkw)
+        val_ds = build_dataset(a.dataset, root, vs, cfg, **dkw) if vs else None
         for ds, split, least, unit in ((train_ds, 'train', cfg.batch_size, f'one batch (batch_size={cfg.batch_size})'), (val_ds, vs, 1, 'one to validate on')):
             if ds is not None and len(ds) < least:  # before an epoch is trained (an empty validation set failed after the first)
                 note = skipped_note(ds)
                 raise UsageError(f'the {a.dataset} {split} set has {len(ds)} samples, fewer than {unit}' + (f'; {note}' if note else ''))
         if env.main:
-            report_skips(train_ds, f'{a.dataset} train'); report_skips(val_ds, f'{a.dataset} {vs}')
+            report_skips(train_ds, f'{a.dataset} train')
+            if val_ds is not None: report_skips(val_ds, f'{a.dataset} {vs}')
         seed_everything(cfg.seed); model = build_method(cfg)  # the same initial weights in every process and run
         if env.main:
             print(describe(model, model.cfg), file=sys.stderr)
@@ -253,7 +269,7 @@ def cmd_train(a):
                       "on a CPU start from `uspl demo` or a small config (see README)", file=sys.stderr)
         path = model.default_path
         ev = (lambda m: evaluate_dataset(m, val_ds, path=path, device=env.device)) if val_ds is not None else None
-        st = model.fit(train_ds, out, evaluate=ev, resume=a.resume, max_steps=a.max_steps, progress=not a.no_progress, env=env,
+        st = train_method(model, train_ds, out, evaluate=ev, resume=a.resume, max_steps=a.max_steps, progress=not a.no_progress, env=env,
                        overwrite=a.overwrite)
         if env.main: print(json.dumps(dict(run=str(a.out), method=model.name, steps=st['global_step'], epochs=st['epoch'],
                                            last=st['history'][-1] if st['history'] else None)))
@@ -266,8 +282,10 @@ def cmd_eval(a):
     dkw = data_options(a)
     import torch
     from uspl.data.datasets import build_dataset
-    from uspl.engine.train import load_run, evaluate_dataset
-    model, ckpt = load_run(a.run, a.checkpoint or 'best.pt', a.iteration)
+    from uspl.data.datasets import dataset_spec
+    from uspl.engine.runs import load_run, BEST
+    from uspl.engine.train import evaluate_dataset
+    model, ckpt = load_run(a.run, a.checkpoint or BEST, a.iteration)
     if a.checkpoint and Path(ckpt).name != Path(a.checkpoint).name:
         raise UsageError(f"no checkpoint {a.checkpoint} in run folder {a.run} (it has {Path(ckpt).name})")
     path = a.path or model.default_path
@@ -279,7 +297,7 @@ def cmd_eval(a):
     skipped = report_skips(ds, f'{a.dataset} {a.split}')
     dev = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     res = evaluate_dataset(model.to(dev), ds, path=path, batch_size=a.batch_size, device=dev)
-    keep = {'synthetic': ('miou', 'fscore', 'ciou', 'auc'), 's4': ('miou', 'fscore'), 'vggss': ('ciou', 'auc')}[a.dataset]
+    keep = dataset_spec(a.dataset).metrics
     print(json.dumps({**{k: res[k] for k in keep}, 'n': res['n'], 'method': model.name, 'path': path, 'checkpoint': str(ckpt),
                       'skipped': skipped}))
 
@@ -298,7 +316,7 @@ def cmd_demo(a):
     _check_methods(a.methods)
     try: size_config(a.size, a.seeds[0])  # the packaged ImageNet weights are installed, or one line saying how to get them
     except FileNotFoundError as e: raise UsageError(str(e)) from None
-    from uspl.engine.train import refuse_locked
+    from uspl.engine.runs import refuse_locked
     refuse_locked(check_out(a.out))  # a second demo into the same folder
     run_demo(a.out, size=a.size, seeds=a.seeds, methods=a.methods, jobs=a.jobs)
 
@@ -310,7 +328,7 @@ def cmd_compare(a):
     if cfg is None:
         try: size_config(a.size, a.seeds[0], not a.no_imagenet)
         except FileNotFoundError as e: raise UsageError(str(e)) from None
-    from uspl.engine.train import refuse_locked
+    from uspl.engine.runs import refuse_locked
     refuse_locked(check_out(a.out))  # a second compare into the same folder
     run_compare(a.out, a.methods, a.seeds, a.dataset, root, a.size, cfg, imagenet=not a.no_imagenet, progress=not a.no_progress,
                 jobs=a.jobs)
@@ -327,11 +345,12 @@ def cmd_localize(a):
     if a.clip_sec is not None and not a.clip_sec > 0: raise UsageError(f'--clip-sec must be > 0, got {a.clip_sec}')
     out = check_out(a.out)
     if a.checkpoint:  # a named checkpoint is that one, never another instead
-        from uspl.methods.base import get_method, run_method
-        ck = get_method(run_method(Path(a.run))).checkpoint_in(Path(a.run), a.checkpoint, None)
+        from uspl.engine.runs import find_checkpoint
+        ck = find_checkpoint(Path(a.run), a.checkpoint)
         if Path(ck).name != Path(a.checkpoint).name: raise UsageError(f"no checkpoint {a.checkpoint} in run folder {a.run} (it has {Path(ck).name})")
     from uspl.apps.localize import localize
-    r = localize(a.run, out, image=a.image, audio=a.audio, video=a.video, path=a.path, checkpoint=a.checkpoint or 'best.pt',
+    from uspl.engine.runs import BEST
+    r = localize(a.run, out, image=a.image, audio=a.audio, video=a.video, path=a.path, checkpoint=a.checkpoint or BEST,
                  clip_sec=a.clip_sec)
     print(json.dumps(dict(run=str(a.run), **r)))
 
@@ -348,7 +367,7 @@ def cmd_docs(a):
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c011
 _EXPECTED = (UsageError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-             PermissionError, FileExistsError, FloatingPointError, BlockingIOError) # BlockingIOError: `uspl.engine.train.RunLocked`
+             PermissionError, FileExistsError, FloatingPointError, BlockingIOError) # BlockingIOError: `uspl.engine.runs.RunLocked`
 
 def _interrupted(a, e) -> str:
     "The line Ctrl-C ends with: where training stopped and how to continue."

@@ -11,7 +11,7 @@ from torch.utils.data import default_collate
 from ..core import atomic_write
 from ..evaluation.compare import run_compare, size_config, threads_note, SIZES
 from ..data.synthetic import SyntheticScenes
-from ..engine.train import load_run
+from ..engine.runs import load_run, run_name, DONE
 from ..efficiency import path_efficiency
 
 # %% auto #0
@@ -23,7 +23,7 @@ def efficiency_rows(out:Path, # the demo's folder (its runs/ of seed `seed`)
     "Params (M), GFLOPs and frames/s of every path of each method's run of `seed`, at batch 1."
     rows = []
     for m in methods:
-        model, _ = load_run(Path(out)/'runs'/f'{m}-s{seed}')
+        model, _ = load_run(Path(out)/'runs'/run_name(m, seed))
         for p in model.paths: rows.append(dict(method=m, path=p, **path_efficiency(model, sample['image'], sample['audio'], p)))
     return rows
 
@@ -60,10 +60,10 @@ def time_budget(out:Path, # the demo's folder
                 t0:float, # time.time() when this call started
                 wall_s:float) -> dict: # this call's wall time
     "The demo's cost against `DEMO_BUDGET_S`: this call's wall time plus that of the trainings it reused (parallel ones once); each run's time listed."
-    runs = {f'{m}-s{s}': Path(out)/'runs'/f'{m}-s{s}'/'done.json' for s in seeds for m in methods}
+    runs = {run_name(m, s): Path(out)/'runs'/run_name(m, s)/DONE for s in seeds for m in methods}
     took = {n: json.loads(p.read_text())['wall_s'] for n, p in runs.items() if p.is_file()}
     reused = [n for n, p in runs.items() if p.is_file() and p.stat().st_mtime < t0]
-    earlier = _span((runs[n].stat().st_mtime - took[n], runs[n].stat().st_mtime) for n in reused)  # done.json: written as it ended
+    earlier = _span((runs[n].stat().st_mtime - took[n], runs[n].stat().st_mtime) for n in reused)  # the done marker: written as it ended
     cost = wall_s + earlier
     judged = size == 'cpu' and len(seeds) == 3 and set(methods) == {'ezvsl', 'uspl'}
     verdict = ('met' if cost <= DEMO_BUDGET_S else 'MISSED') if judged else 'not judged (the budget is for 3 seeds of ezvsl,uspl at --size cpu)'
@@ -91,7 +91,7 @@ def run_demo(out:str|Path='demo_out', # output folder
     test = SyntheticScenes.from_config(cfg, 'test', 4)
     res['efficiency'] = efficiency_rows(out, methods, seeds[0], default_collate([test[0]]))
     if 'uspl' in methods:
-        model, _ = load_run(out/'runs'/f'uspl-s{seeds[0]}')
+        model, _ = load_run(out/'runs'/run_name('uspl', seeds[0]))
         demo_figure(model, test).savefig(out/'figure.png', dpi=80, bbox_inches='tight')
     res['setting']['wall_s'] = time.time() - t0
     res['budget'] = time_budget(out, methods, seeds, size, t0, res['setting']['wall_s'])

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 from ..core import atomic_write
 from ..data.audio import load_audio, clip_around, front_end_for
 from ..data.datasets import read_image, image_tensor
+from ..engine.runs import load_run, BEST
 
 # %% auto #0
 __all__ = ['MIN_SEC', 'check_sound', 'overlay', 'localize_frame', 'read_video', 'contact_sheet', 'localize']
@@ -40,7 +41,7 @@ def overlay(im:Image.Image, # the frame, RGB
 
 # %% ../../nbs/70_apps/73_localize.ipynb #c006
 @torch.no_grad()
-def localize_frame(model, # a trained registered method (`uspl.engine.train.load_run`)
+def localize_frame(model, # a trained registered method (`uspl.engine.runs.load_run`)
                    im:Image.Image, # the frame, RGB, any size
                    wave:Tensor, # mono waveform at `model.cfg.sample_rate` [L]
                    center_sec:float, # time of the frame in the waveform
@@ -116,11 +117,10 @@ def localize(run, # a run folder (`uspl train`, `uspl compare`)
              image=None, audio=None, # a photo and a sound file (wav, flac, ogg) ...
              video=None, # ... or a video with an audio track
              path:str|None=None, # inference path; None: the run's default
-             checkpoint:str='best.pt', # file in the run folder (falls back to last.pt)
+             checkpoint:str=BEST, # file in the run folder (falls back to the last checkpoint)
              clip_sec:float|None=None, # audio clip per frame; None: the config's `s4_clip_sec`
             ) -> dict: # {'files': [...], 'frames': n}
     "Localise the sounding object in one's own media with a trained run; write overlay PNGs (and a contact sheet and MP4 for a video)."
-    from uspl.engine.train import load_run
     if (video is None) == (image is None and audio is None): raise ValueError('give either --video, or --image and --audio')
     if video is None and (image is None or audio is None): raise ValueError('--image and --audio go together')
     model, _ = load_run(run, checkpoint)

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from PIL import Image
 from torch import nn, Tensor
+from typing import Callable, NamedTuple
 from torch.utils.data import Dataset, Subset
 from ..core import USPLConfig, normalize_image
 from .audio import load_audio, clip_around, make_front_end, front_end_name, LogMelPatches
@@ -18,7 +19,8 @@ from ..metrics import gt_from_boxes
 
 # %% auto #0
 __all__ = ['log', 'BOX_TOL', 'BAD_HINT', 'S4_SPLITS', 'DATASETS', 'read_image', 'image_tensor', 'read_mask', 'read_objects',
-           'audio_problem', 'mask_problem', 'box_problem', 'AVSBenchS4', 'VGGSS', 'build_dataset']
+           'audio_problem', 'mask_problem', 'box_problem', 'AVSBenchS4', 'VGGSS', 'DatasetSpec', 'dataset_spec',
+           'validation_split', 'build_dataset']
 
 # %% ../../nbs/10_data/14_datasets.ipynb #c005
 log = logging.getLogger('uspl.data')
@@ -253,6 +255,8 @@ class VGGSS(_Skips, Dataset):
                  skip_bad:bool=False): # drop (and list) samples with a bad box or non-finite or silent audio instead of raising
         self.root = Path(root)
         if not self.root.is_dir(): raise FileNotFoundError(f"VGGSS root not found: {self.root}")
+        if not (self.root/'frames').is_dir():
+            raise FileNotFoundError(f"{self.root} is not a VGGSS root: it has no frames/ folder (the layout: frames/ID.jpg, audio/ID.wav, metadata/vggss.json)")
         if split not in ('train', 'test'): raise ValueError(f"split must be 'train' or 'test', got {split!r}")
         self.split, self.img_size, self.clip_sec, self.sr, self.what = split, img_size, clip_sec, sr, f'VGGSS {split}'
         self.front_end = make_front_end(front_end, sr, n_fft, hop_length)
@@ -308,23 +312,61 @@ class VGGSS(_Skips, Dataset):
         return s
 
 # %% ../../nbs/10_data/14_datasets.ipynb #c036
-DATASETS = ('synthetic', 's4', 'vggss')
+class DatasetSpec(NamedTuple):
+    "What the kit knows of a dataset."
+    splits:tuple # the splits its loader reads
+    val:str|None # the split that validates a training (selects the best checkpoint); None: none unless one is given
+    test:str # the split that is scored (`uspl compare`; `uspl eval`'s default)
+    metrics:tuple # the metrics its ground truth supports (masks: miou, fscore; boxes: ciou, auc)
+    needs_root:bool # read from a folder (False: generated)
+    load:Callable # load(root, split, cfg, n, **loader options) -> Dataset
 
-def build_dataset(name:str, # 'synthetic', 's4' or 'vggss'
+def _audio_kw(cfg:USPLConfig) -> dict: return dict(front_end=front_end_name(cfg), sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length)
+
+def _first(ds, n):
+    "The first `n` samples of `ds` (all for None), keeping the loader's `skipped` (for `uspl.apps.cli.report_skips`)."
+    if n is None or n >= len(ds): return ds
+    sub = Subset(ds, range(n)); sub.skipped = ds.skipped
+    return sub
+
+def _load_synthetic(root, split, cfg, n, **kw):
+    from uspl.data.synthetic import SyntheticScenes  # the generator, imported only when asked for
+    return SyntheticScenes.from_config(cfg, split, n, **kw)
+
+def _load_s4(root, split, cfg, n, **kw):
+    return _first(AVSBenchS4(root, split, frame=cfg.s4_frame, img_size=cfg.img_size, clip_sec=cfg.s4_clip_sec, **_audio_kw(cfg), **kw), n)
+
+def _load_vggss(root, split, cfg, n, **kw):
+    return _first(VGGSS(root, split, img_size=cfg.img_size, clip_sec=cfg.vggss_clip_sec, **_audio_kw(cfg), **kw), n)
+
+DATASETS = {
+    'synthetic': DatasetSpec(('train', 'val', 'test'), 'val', 'test', ('miou', 'fscore', 'ciou', 'auc'), False, _load_synthetic),
+    's4': DatasetSpec(S4_SPLITS, 'val', 'test', ('miou', 'fscore'), True, _load_s4), # AVSBench-S4 (masks)
+    'vggss': DatasetSpec(('train', 'test'), None, 'test', ('ciou', 'auc'), True, _load_vggss), # VGG-Sound Source (test boxes)
+}
+
+def dataset_spec(name:str) -> DatasetSpec:
+    "The registry entry of dataset `name`."
+    if name not in DATASETS: raise ValueError(f"unknown dataset {name!r}; valid names: {tuple(DATASETS)}")
+    return DATASETS[name]
+
+def validation_split(name:str, # a dataset of `DATASETS`
+                     given:str|None=None, # a split asked for; None: the registry's
+                    ) -> str|None:
+    "The split that validates a training on `name` (None: no validation); the test split is refused."
+    spec = dataset_spec(name)
+    if given is None: return spec.val
+    if given not in spec.splits: raise ValueError(f"dataset {name!r} has no split {given!r}; it has {spec.splits}")
+    if given == spec.test: raise ValueError(f"the {name} {given!r} split is its test split: the best checkpoint would be chosen on the test set")
+    return given
+
+def build_dataset(name:str, # a dataset of `DATASETS`: 'synthetic', 's4' or 'vggss'
                   root, # dataset root folder (ignored for 'synthetic')
-                  split:str, # 'train', 'val' or 'test'
+                  split:str, # one of its splits
                   cfg:USPLConfig, # settings
                   n:int|None=None, # keep the first n samples
                   **kw) -> Dataset:
     "The dataset `name` with the settings of `cfg`."
-    if name not in DATASETS: raise ValueError(f"unknown dataset {name!r}; valid names: {DATASETS}")
-    if name == 'synthetic':
-        from uspl.data.synthetic import SyntheticScenes  # the generator, imported only when asked for
-        return SyntheticScenes.from_config(cfg, split, n, **kw)
-    if root is None: raise ValueError(f"dataset {name!r} needs a root folder")
-    audio = dict(front_end=front_end_name(cfg), sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length)
-    if name == 's4': ds = AVSBenchS4(root, split, frame=cfg.s4_frame, img_size=cfg.img_size, clip_sec=cfg.s4_clip_sec, **audio, **kw)
-    else: ds = VGGSS(root, split, img_size=cfg.img_size, clip_sec=cfg.vggss_clip_sec, **audio, **kw)
-    if n is None or n >= len(ds): return ds
-    sub = Subset(ds, range(n)); sub.skipped = ds.skipped  # the skips of the whole listing, for `uspl.apps.cli.report_skips`
-    return sub
+    spec = dataset_spec(name)
+    if spec.needs_root and root is None: raise ValueError(f"dataset {name!r} needs a root folder")
+    return spec.load(root, split, cfg, n, **kw)

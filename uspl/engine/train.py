@@ -13,14 +13,15 @@ import torch.distributed as dist
 from torch import nn, Tensor
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
-from ..core import USPLConfig, atomic_save, atomic_write, seed_everything
+from ..core import USPLConfig, seed_everything
 from ..metrics import SegMeter, LocMeter
+from .runs import (LAST, BEST, CONFIG, LOG, DONE, RunLock, RunLocked, prepare_run, trim_log, save_checkpoint,
+                              load_checkpoint, held_checkpoints, stage_dir, stage_indices, write_done, read_done)
 
 # %% auto #0
-__all__ = ['SAFE_ON_RESUME', 'DistEnv', 'init_distributed', 'cleanup_distributed', 'gather_cat', 'mean_over_processes',
-           'epoch_batches', 'step_generator', 'load_checkpoint', 'load_run', 'make_optimizer', 'tune_allocator',
-           'RunLocked', 'RunLock', 'refuse_locked', 'remove_stale_temps', 'trim_log', 'held_checkpoints', 'prepare_run',
-           'resume_config', 'LossStep', 'to_device', 'hold_sigint', 'TrainingInterrupted', 'fit', 'evaluate_dataset']
+__all__ = ['DistEnv', 'init_distributed', 'cleanup_distributed', 'gather_cat', 'mean_over_processes', 'epoch_batches',
+           'step_generator', 'make_optimizer', 'tune_allocator', 'LossStep', 'to_device', 'hold_sigint',
+           'TrainingInterrupted', 'fit', 'train_method', 'evaluate_dataset']
 
 # %% ../../nbs/50_engine/51_train.ipynb #c006
 class DistEnv(NamedTuple):
@@ -98,40 +99,6 @@ def step_generator(seed:int, step:int) -> torch.Generator:
     return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 # %% ../../nbs/50_engine/51_train.ipynb #c015
-def load_checkpoint(path:str|Path, # a checkpoint file written by `fit`
-                    mmap:bool=False, # map the tensors instead of reading them: a cheap check that the file is whole
-                   ) -> dict:
-    "Read a checkpoint; errors name the file."
-    path = Path(path)
-    if not path.is_file(): raise FileNotFoundError(f'no checkpoint at {path}')
-    try: ck = torch.load(path, map_location='cpu', weights_only=False, mmap=mmap)
-    except Exception as e: raise ValueError(f'checkpoint {path} is unreadable ({type(e).__name__}: {e})') from None
-    if not isinstance(ck, dict) or 'model' not in ck: raise ValueError(f'{path} is not a uspl checkpoint (no model weights)')
-    return ck
-
-# %% ../../nbs/50_engine/51_train.ipynb #c019
-def load_run(run:str|Path, # a run folder written by `fit` (or a method's own `fit`)
-             checkpoint:str='best.pt', # file in the run folder; falls back to last.pt
-             iteration:int|None=None, # iterative methods: which iteration (None: the last)
-            ) -> tuple: # (model in eval mode, checkpoint path)
-    "The trained model of a run folder and the checkpoint it was read from."
-    from uspl.methods.base import get_method, run_method
-    run = Path(run)
-    if not run.is_dir(): raise FileNotFoundError(f'run folder not found: {run}')
-    cls = get_method(run_method(run))
-    ckpt = cls.checkpoint_in(run, checkpoint, iteration)
-    ck = load_checkpoint(ckpt)
-    try: cfg = USPLConfig.from_dict(ck.get('cfg', {}))
-    except (ValueError, TypeError) as e: raise ValueError(f'checkpoint {ckpt} holds an invalid config: {e}') from None
-    if cfg.method != cls.name:
-        raise ValueError(f'checkpoint {ckpt} was trained by method {cfg.method!r} but its run folder says {cls.name!r}')
-    model = cls(cfg.update(pretrained=False, visual_weights=None, audio_weights=None))
-    try: model.load_state_dict(ck['model'])
-    except RuntimeError as e:
-        raise ValueError(f'checkpoint {ckpt} does not fit the {cls.name!r} model of its config ({str(e).splitlines()[0].strip()})') from None
-    return model.eval(), ckpt
-
-# %% ../../nbs/50_engine/51_train.ipynb #c020
 def make_optimizer(model:nn.Module, cfg:USPLConfig) -> torch.optim.Optimizer:
     "The optimiser `cfg.optimizer` ('adam' or 'sgd') over `model`'s parameters with `cfg.lr` and `cfg.weight_decay`; Adam fused where torch has the kernel."
     if cfg.optimizer == 'adam':
@@ -143,7 +110,7 @@ def make_optimizer(model:nn.Module, cfg:USPLConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == 'sgd': return torch.optim.SGD(model.parameters(), lr=cfg.lr, momentum=0.9, weight_decay=cfg.weight_decay)
     raise ValueError(f"unknown optimizer {cfg.optimizer!r}; choose 'adam' or 'sgd'")
 
-# %% ../../nbs/50_engine/51_train.ipynb #c021b
+# %% ../../nbs/50_engine/51_train.ipynb #c018
 _M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # mallopt parameters of glibc's malloc.h
 
 def tune_allocator() -> bool:
@@ -154,148 +121,7 @@ def tune_allocator() -> bool:
     except OSError: return False
     return all(libc.mallopt(k, v) == 1 for k, v in ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)))
 
-# %% ../../nbs/50_engine/51_train.ipynb #c023
-class RunLocked(BlockingIOError):
-    "Another live process owns the run folder."
-
-def _pid_alive(pid:int) -> bool:
-    "Whether process `pid` runs on this machine (a zombie counts as gone)."
-    try: os.kill(pid, 0)
-    except ProcessLookupError: return False
-    except PermissionError: return True
-    try: return Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[0] != 'Z'
-    except (OSError, IndexError): return True
-
-class _FolderGuard:
-    "An advisory lock of a folder for a few system calls (`flock`; a no-op where fcntl is missing)."
-    def __init__(self, folder): self.folder = folder
-    def __enter__(self):
-        try: import fcntl
-        except ImportError: self.fd = None; return self
-        self.fd = os.open(self.folder, os.O_RDONLY); fcntl.flock(self.fd, fcntl.LOCK_EX); return self
-    def __exit__(self, *exc):
-        if self.fd is not None: os.close(self.fd)  # closing releases the flock
-
-class RunLock:
-    "`RUN/.lock`: the PID and host of the one process that writes into a run folder."
-    def __init__(self, run:str|Path, # the run folder (must exist)
-                 notice:Callable=lambda s: print(s, file=sys.stderr)): # where the takeover of a stale lock is said
-        self.run, self.path, self.notice, self.held = Path(run), Path(run)/'.lock', notice, False
-
-    def owner(self) -> dict|None:
-        "The recorded owner {'pid', 'host'}, or None when the lock is absent or unreadable."
-        try: d = json.loads(self.path.read_text())
-        except (OSError, ValueError): return None
-        return d if isinstance(d, dict) and isinstance(d.get('pid'), int) else None
-
-    def _refuse(self, o:dict|None):
-        "Raise `RunLocked` when the recorded owner `o` is a live process (or one on another host)."
-        if o is None: return
-        if o.get('host') != socket.gethostname():
-            raise RunLocked(f"run folder {self.run} is locked by process {o['pid']} on host {o.get('host')}; "
-                            f"if that process is gone, delete {self.path}")
-        if _pid_alive(o['pid']):
-            raise RunLocked(f"run folder {self.run} is in use by process {o['pid']} (since {o.get('started', '?')}); "
-                            f"wait for it to finish, or write into another folder")
-
-    def check(self) -> 'RunLock':
-        "Raise `RunLocked` if a live process holds the lock; take nothing (a stale lock is left to `acquire`)."
-        self._refuse(self.owner())
-        return self
-
-    def acquire(self) -> 'RunLock':
-        "Create the lock; take over a stale one (with a notice); raise `RunLocked` if a live process holds it."
-        me = dict(pid=os.getpid(), host=socket.gethostname(), started=time.strftime('%Y-%m-%d %H:%M:%S'))
-        with _FolderGuard(self.run):
-            if self.path.exists():
-                o = self.owner()
-                self._refuse(o)
-                self.notice(f"uspl: notice: taking over the stale lock of {self.run} "
-                            f"({'process ' + str(o['pid']) + ' is gone' if o else 'unreadable lock file'})")
-                self.path.unlink()
-            fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
-            with os.fdopen(fd, 'w') as f: f.write(json.dumps(me))
-        self.held = True
-        return self
-
-    def release(self):
-        "Remove the lock if this process holds it."
-        if self.held and (o := self.owner()) is not None and o['pid'] == os.getpid(): self.path.unlink(missing_ok=True)
-        self.held = False
-
-    def __enter__(self): return self.acquire()
-    def __exit__(self, *exc): self.release()
-
-def refuse_locked(folder:str|Path, # an output folder: a run folder, or one holding run folders (`uspl compare`'s runs/)
-                  depth:int=3, # how many folder levels below `folder` are looked at
-                 ) -> None:
-    "Raise `RunLocked` if a live process writes into `folder` or a run folder below it; a command checks before it starts."
-    folder = Path(folder)
-    for k in range(depth + 1):
-        for p in sorted(folder.glob('/'.join(['*'] * k + ['.lock']))): RunLock(p.parent).check()
-
-# %% ../../nbs/50_engine/51_train.ipynb #c027
-_RUN_FILES = ('last.pt', 'best.pt', 'log.jsonl', 'config.json', 'done.json')
-
-def remove_stale_temps(run:str|Path) -> list:
-    "Delete the temporary files killed `atomic_write`s left in `run` (`.NAME.*.tmp`); return their names."
-    gone = []
-    for p in Path(run).glob('.*.tmp'):
-        if p.is_file(): p.unlink(missing_ok=True); gone.append(p.name)
-    return gone
-
-def trim_log(path:str|Path, # a run's log.jsonl
-             step:int, # global step of the checkpoint resumed from
-             epoch:int, # epochs finished at that checkpoint
-            ) -> int: # lines removed
-    "Cut a run's log back to a checkpoint: step lines after `step`, epoch lines after `epoch` and torn lines go."
-    path = Path(path)
-    if not path.is_file(): return 0
-    lines = path.read_text().splitlines()
-    def keep(l):
-        try: r = json.loads(l)
-        except ValueError: return False
-        if not isinstance(r, dict): return False
-        return r.get('epoch', 0) <= epoch if r.get('kind') == 'epoch' else r.get('step', 0) <= step
-    kept = [l for l in lines if keep(l)]
-    if len(kept) != len(lines): atomic_write(path, lambda f: f.write(''.join(l + '\n' for l in kept).encode()))
-    return len(lines) - len(kept)
-
-def held_checkpoints(run:str|Path) -> list:
-    "The checkpoints a run folder holds: a folder with one holds a run (a folder with none has nothing to lose)."
-    return [n for n in ('last.pt', 'best.pt') if (Path(run)/n).is_file()]
-
-def prepare_run(run:Path, # the run folder, locked by this process
-                resume:bool, # continue the run it holds
-                overwrite:bool, # replace the run it holds
-               ):
-    "Clean stale temporary files; refuse to replace a run holding checkpoints unless `resume` or `overwrite`."
-    remove_stale_temps(run)
-    ckpts = held_checkpoints(run)
-    if resume or not ckpts: return
-    if not overwrite:
-        raise FileExistsError(f"{run} already holds a run ({', '.join(ckpts)}): pass resume=True to continue it "
-                              f"or overwrite=True to start it over")
-    for n in _RUN_FILES: (run/n).unlink(missing_ok=True)
-
-# %% ../../nbs/50_engine/51_train.ipynb #c030
-SAFE_ON_RESUME = ('epochs', 'lr', 'ckpt_every', 'num_workers', 'eval_path') # fields a resumed run may change
-
-def resume_config(saved:USPLConfig, # the run's config (its config.json)
-                  given:USPLConfig|None=None, # a config given again (None: resume with `saved`)
-                  run:str|Path='the run', # named in the error
-                 ) -> tuple: # (config to resume with, {field: (saved, given)} of the safe changes)
-    "The config a resumed run continues with; a change outside `SAFE_ON_RESUME` raises, naming the fields."
-    if given is None: return saved, {}
-    a, b = saved.flat(), given.flat()
-    changed = {k: (a[k], b[k]) for k in a if a[k] != b[k]}
-    bad = {k: v for k, v in changed.items() if k not in SAFE_ON_RESUME}
-    if bad:
-        raise ValueError(f"cannot resume {run} with a changed config: " + ', '.join(f'{k} {x!r} -> {y!r}' for k, (x, y) in bad.items())
-                         + f" (on resume only {', '.join(SAFE_ON_RESUME)} may change; train into a new folder instead)")
-    return given, changed
-
-# %% ../../nbs/50_engine/51_train.ipynb #c033
+# %% ../../nbs/50_engine/51_train.ipynb #c021
 class LossStep(nn.Module):
     "Wraps a model so that `forward` computes its training losses (what DDP synchronises)."
     def __init__(self, model:nn.Module):
@@ -318,7 +144,7 @@ def _fetch_losses(losses:dict, epoch:int, step:int, gstep:int) -> dict:
                                  "lower the learning rate or check the inputs; the last checkpoint is intact")
     return d
 
-# %% ../../nbs/50_engine/51_train.ipynb #c035
+# %% ../../nbs/50_engine/51_train.ipynb #c023
 class hold_sigint:
     "Defer SIGINT inside the `with` block and raise it (`KeyboardInterrupt`) once the block ends; a no-op outside the main thread."
     def __enter__(self):
@@ -334,12 +160,12 @@ class hold_sigint:
             if callable(self.old): self.old(signal.SIGINT, None)
             elif self.old == signal.SIG_DFL: raise KeyboardInterrupt
 
-# %% ../../nbs/50_engine/51_train.ipynb #c037
+# %% ../../nbs/50_engine/51_train.ipynb #c025
 class TrainingInterrupted(KeyboardInterrupt):
     "Ctrl-C during `fit`: says where the run stopped and which checkpoint it continues from."
     def __init__(self, run:Path, step:int, saved:int|None):
         self.run, self.step, self.saved = run, step, saved
-        where = (f"{run/'last.pt'} (global step {saved}) is intact" if saved is not None
+        where = (f"{run/LAST} (global step {saved}) is intact" if saved is not None
                  else "no checkpoint was written yet (nothing to resume)")
         super().__init__(f"interrupted at global step {step}; {where}")
 
@@ -351,13 +177,13 @@ def _broadcast_error(env:DistEnv, err:BaseException|None):
         if err is None and msg[0] is not None: raise RunLocked(f'the main process stopped: {msg[0]}')
     if err is not None: raise err
 
-def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict` (a `uspl.methods.base.Method`)
+def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gather) -> dict` and a `state_dict`
         train_ds:Dataset, # dataset of dict samples
         cfg:USPLConfig, # uses seed, batch_size, lr, weight_decay, warmup_epochs + epochs, num_workers, ckpt_every
-        out:str|Path, # run folder: last.pt, best.pt, config.json, log.jsonl (locked by `.lock` while training)
+        out:str|Path, # run folder (`uspl.engine.runs`: checkpoints, config, log; locked while training)
         evaluate:Callable|None=None, # evaluate(model) -> dict of validation metrics (called on the main process)
-        monitor:str='miou', # validation metric whose best value selects best.pt
-        resume:bool=False, # continue from out/last.pt
+        monitor:str='miou', # validation metric whose best value selects the best checkpoint
+        resume:bool=False, # continue from the run's last checkpoint
         max_steps:int|None=None, # stop (after checkpointing) once this many global steps are done
         progress:bool=True, # tqdm progress bars (main process only)
         env:DistEnv|None=None, # process placement; from `init_distributed()` when None
@@ -389,29 +215,29 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
         if env.world > 1 and env.device.type == 'cuda' and cfg.sync_bn: model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         opt = make_optimizer(model, cfg)
         if resume:
-            ck = load_checkpoint(out/'last.pt')
+            ck = load_checkpoint(out/LAST)
             try: model.load_state_dict(ck['model']); opt.load_state_dict(ck['optim'])
             except (RuntimeError, ValueError, KeyError) as e:
-                raise ValueError(f"checkpoint {out/'last.pt'} does not fit this model and config "
+                raise ValueError(f"checkpoint {out/LAST} does not fit this model and config "
                                  f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
             state = {k: ck[k] for k in state}
             torch.set_rng_state(ck['rng'])
             saved = state['global_step']
-            if env.main: trim_log(out/'log.jsonl', state['global_step'], state['epoch'])
-        if env.main: cfg.save(out/'config.json')  # the config of the latest (re)start
+            if env.main: trim_log(out/LOG, state['global_step'], state['epoch'])
+        if env.main: cfg.save(out/CONFIG)  # the config of the latest (re)start
         step_fn = LossStep(model)
         if env.world > 1:
             step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=[env.device] if env.device.type == 'cuda' else None,
                                                           find_unused_parameters=True)
         total = cfg.warmup_epochs + cfg.epochs
-        def save(name='last.pt'):
+        def save(name=LAST):
             nonlocal saved
             with hold_sigint():  # a Ctrl-C now ends the run after the file is in place, with `saved` saying so
                 if env.main:
-                    atomic_save(dict(model=model.state_dict(), optim=opt.state_dict(), cfg=cfg.to_dict(), rng=torch.get_rng_state(),
-                                     **state), out/name)
-                if name == 'last.pt': saved = state['global_step']
-        log = open(out/'log.jsonl', 'a' if resume else 'w') if env.main else None
+                    save_checkpoint(dict(model=model.state_dict(), optim=opt.state_dict(), cfg=cfg.to_dict(), rng=torch.get_rng_state(),
+                                         **state), out, name)
+                if name == LAST: saved = state['global_step']
+        log = open(out/LOG, 'a' if resume else 'w') if env.main else None
         while state['epoch'] < total:
             epoch = state['epoch']
             batches = epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch, env.rank, env.world)
@@ -443,7 +269,7 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
                 model.eval()
                 with torch.no_grad(): rec.update(evaluate(model))
                 if rec.get(monitor) is not None and (state['best'] is None or rec[monitor] > state['best']):
-                    state['best'] = rec[monitor]; save('best.pt')
+                    state['best'] = rec[monitor]; save(BEST)
             if env.world > 1: dist.barrier()
             state['history'].append(rec)
             if env.main:
@@ -457,7 +283,58 @@ def fit(model:nn.Module, # has `losses(batch, epoch, generator, gather) -> dict`
         if log: log.close()
         if lock: lock.release()
 
-# %% ../../nbs/50_engine/51_train.ipynb #c051
+# %% ../../nbs/50_engine/51_train.ipynb #c039
+def _staged_summary(done:list) -> dict:
+    "The state `train_method` returns for a staged run: steps and epochs summed, history tagged by stage."
+    return dict(global_step=sum(s['global_step'] for s in done), epoch=sum(s['epoch'] for s in done),
+                history=[dict(iteration=k, **r) for k, s in enumerate(done) for r in s['history']], iterations=len(done))
+
+def train_method(model:nn.Module, # a method (`uspl.methods.base.Method`): `losses`, `cfg` and its stages
+                 train_ds:Dataset, # dataset of dict samples
+                 out:str|Path, # the run folder
+                 evaluate:Callable|None=None, # evaluate(model) -> dict of validation metrics, every epoch of every stage
+                 resume:bool=False, # continue: finished stages are skipped, a killed one resumes from its last checkpoint
+                 max_steps:int|None=None, # stop once this many optimiser steps are done over all stages
+                 progress:bool=True, env:DistEnv|None=None,
+                 overwrite:bool=False, # replace a run the folder holds (otherwise refused unless `resume`)
+                ) -> dict:
+    "Train every stage of `model` with `fit`: into `out` for a one-stage method, into its stage folders (`stage_dir`) for a staged one."
+    env, out = env or init_distributed(), Path(out)
+    kw = dict(evaluate=evaluate, max_steps=max_steps, progress=progress, env=env)
+    if not getattr(model, 'staged', False):
+        stage = model.stages()[0]
+        ds = model.enter_stage(stage, train_ds, out, env.device, env.main)
+        try: return fit(model, ds, stage.cfg, out, resume=resume, overwrite=overwrite, **kw)
+        finally: model.exit_stage()
+    out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        held = [h for h in held_checkpoints(out) if '/' in h]
+        if held and not overwrite:
+            raise FileExistsError(f"{out} already holds a run ({', '.join(held)}): pass resume=True to continue it "
+                                  f"or overwrite=True to start it over")
+        if env.main:  # a fresh run: the markers of an earlier one go (each stage's fit replaces its own files)
+            for k in stage_indices(out):
+                for f in (DONE, *model.stage_files): (stage_dir(out, k)/f).unlink(missing_ok=True)
+    if env.main and not (resume and (out/CONFIG).is_file()): model.cfg.save(out/CONFIG)
+    done, trained = [], False  # per-stage states; whether the model in memory is the previous stage's
+    for stage in model.stages():
+        k, d = stage.index, stage_dir(out, stage.index)
+        if resume and (rec := read_done(d)) is not None: done.append(rec); trained = False; continue
+        left = None if max_steps is None else max_steps - sum(s['global_step'] for s in done)
+        if left is not None and left <= 0: break
+        if k >= 1 and not trained: model.load_state_dict(load_checkpoint(stage_dir(out, k - 1)/LAST)['model'])
+        ds = model.enter_stage(stage, train_ds, d, env.device, env.main)
+        try:
+            again = resume and (d/LAST).is_file()  # a begun stage continues; one not begun starts in its folder
+            st = fit(model, ds, stage.cfg, d, resume=again, overwrite=overwrite or (resume and not again), **{**kw, 'max_steps': left})
+        finally: model.exit_stage()
+        st = dict(global_step=st['global_step'], epoch=st['epoch'], history=st['history'])
+        done.append(st); trained = True
+        if st['epoch'] < stage.cfg.warmup_epochs + stage.cfg.epochs: break  # stopped by max_steps
+        if env.main: write_done(d, st)
+    return _staged_summary(done)
+
+# %% ../../nbs/50_engine/51_train.ipynb #c043
 @torch.no_grad()
 def evaluate_dataset(model:nn.Module, # has `predict(image, audio, path) -> [B,H,W]` probabilities
                      ds:Dataset, # dict samples with 'image', 'audio', 'mask', 'has_mask'

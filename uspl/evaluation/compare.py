@@ -12,8 +12,11 @@ import torch
 from torch.utils.data import DataLoader
 from ..core import USPLConfig, atomic_write, seed_everything
 from ..metrics import SegMeter, LocMeter, baseline_maps
-from ..methods.base import get_method, build_method
-from ..engine.train import evaluate_dataset, load_run, load_checkpoint, DistEnv
+from ..methods.base import get_method, build_method, all_methods
+from ..data.datasets import build_dataset, dataset_spec, validation_split
+from ..engine.runs import (LAST, BEST, LOG, CONFIG, run_name, stage_dir, load_run, load_checkpoint, can_resume, read_done,
+                              write_done, read_run_config)
+from ..engine.train import evaluate_dataset, train_method, DistEnv
 from ..components.encoders import offline_weights
 
 # %% auto #0
@@ -41,6 +44,7 @@ def size_config(size:str='cpu', # a key of `SIZES`
                ) -> USPLConfig:
     "The paper's defaults with the overrides of `SIZES[size]` (and, for `cpu`, the packaged ImageNet weights)."
     if size not in SIZES: raise ValueError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
+    all_methods()  # a size also sets methods' own fields (e.g. ICL's `iter_epochs`)
     cfg = USPLConfig(**SIZES[size], seed=seed)
     if size in PACKAGED_WEIGHTS and imagenet:
         path, match = offline_weights(cfg.visual_backbone)
@@ -54,18 +58,14 @@ class InMemory(torch.utils.data.Dataset):
     def __len__(self): return len(self.items)
     def __getitem__(self, i): return self.items[i]
 
-def compare_splits(dataset:str, # 'synthetic', 's4' or 'vggss'
+def compare_splits(dataset:str, # a dataset of `uspl.data.datasets.DATASETS`
                    root, # dataset root (None for synthetic)
                    cfg:USPLConfig) -> dict:
-    "{'train', 'val', 'test'} datasets of a comparison (VGG-SS has no val split: its test split selects nothing, val is None)."
-    from uspl.data.datasets import build_dataset
-    if dataset == 'synthetic':
-        from uspl.data.synthetic import SyntheticScenes
-        n = dict(train=cfg.synth_train, val=cfg.synth_val, test=cfg.synth_test)
-        return {s: InMemory(SyntheticScenes.from_config(cfg, s, n[s])) for s in ('train', 'val', 'test')}
+    "{'train', 'val', 'test'} datasets of a comparison, by the dataset registry (val is None where it has none: VGG-SS)."
+    val, test = validation_split(dataset), dataset_spec(dataset).test
     return dict(train=InMemory(build_dataset(dataset, root, 'train', cfg)),
-                val=InMemory(build_dataset(dataset, root, 'val', cfg)) if dataset == 's4' else None,
-                test=InMemory(build_dataset(dataset, root, 'test', cfg)))
+                val=InMemory(build_dataset(dataset, root, val, cfg)) if val else None,
+                test=InMemory(build_dataset(dataset, root, test, cfg)))
 
 # %% ../../nbs/60_evaluation/61_compare.ipynb #c011
 BASELINE_ROWS = {'center-prior': 'center_prior', 'all-ones': 'all_ones', 'all-objects': 'all_objects'}
@@ -158,43 +158,46 @@ def check_goals(rows:list, # every row (learned rows with a seed, baselines with
 # %% ../../nbs/60_evaluation/61_compare.ipynb #c019
 def _train_run(method:str, cfg:USPLConfig, splits:dict, run:Path, progress:bool, log) -> None:
     "Train `method` into `run` unless it is finished (and trained with this config); resume an interrupted run."
-    if (run/'done.json').is_file(): _check_reuse(method, cfg, run); log(f'{run.name}: finished, reused'); return
+    if read_done(run) is not None: _check_reuse(method, cfg, run); log(f'{run.name}: finished, reused'); return
     cls = get_method(method)
-    if method == 'icl' and _iteration0_from_ezvsl(cfg, run): log(f'{run.name}: iteration 0 is ezvsl-s{cfg.seed} (same config), reused')
-    resume = cls.can_resume(run)
+    if _first_stage_from(method, cfg, run): log(f'{run.name}: iteration 0 is {run_name(cls.first_stage_as, cfg.seed)} (same config), reused')
+    resume = can_resume(run, method)
     log(f"{run.name}: {'resuming' if resume else 'training'} ({cfg.warmup_epochs + cfg.epochs} epochs of {len(splits['train'])} scenes)")
     seed_everything(cfg.seed); model = build_method(cfg, method)  # the same initial weights for every method of a seed
     val, path = splits['val'], model.default_path
     ev = (lambda m: evaluate_dataset(m, val, path)) if val is not None else None
     t0 = time.time()
-    st = model.fit(splits['train'], run, evaluate=ev, resume=resume, progress=progress, env=DistEnv())
-    atomic_write(run/'done.json', lambda f: f.write(json.dumps(dict(steps=st['global_step'], wall_s=time.time() - t0)).encode()))
+    st = train_method(model, splits['train'], run, evaluate=ev, resume=resume, progress=progress, env=DistEnv())
+    write_done(run, dict(steps=st['global_step'], wall_s=time.time() - t0))
 
 REUSE_IGNORES = ('num_workers', 'ckpt_every') # config fields that do not change what a finished run learned
 
 def _check_reuse(method:str, cfg:USPLConfig, run:Path) -> None:
-    "Raise unless the finished run in `run` was trained with `cfg` as `method` configures it, naming the fields that differ."
-    try: saved = USPLConfig.load(run/'config.json').flat()
-    except FileNotFoundError: raise ValueError(f"{run} holds done.json but no config.json: remove that run folder to train it again") from None
-    want = get_method(method).configure(cfg.update(method=method)).flat()
+    "Raise unless the finished run in `run` was trained with `cfg` as `method` configures it (its groups only), naming the fields that differ."
+    cls = get_method(method)
+    try: saved = USPLConfig.load(run/CONFIG, cls.groups()).flat()
+    except FileNotFoundError: raise ValueError(f"{run} is finished but holds no {CONFIG}: remove that run folder to train it again") from None
+    want = cls.config_for(cfg.update(method=method)).flat()
     diff = {k: (saved.get(k), v) for k, v in want.items() if k not in REUSE_IGNORES and saved.get(k) != v}
     if diff:
         raise ValueError(f"{run} is a finished run of another config (" + ', '.join(f'{k} {a!r}, now {b!r}' for k, (a, b) in diff.items())
                          + "): give a new --out, or remove that run folder to train it again")
 
-def _iteration0_from_ezvsl(cfg:USPLConfig, run:Path) -> bool:
-    "Copy the finished EZ-VSL run of `cfg.seed` beside `run` into `run/iter-0` when its config is ICL's iteration 0; whether it did."
-    src, dst = run.parent/f'ezvsl-s{cfg.seed}', run/'iter-0'
-    if dst.exists() or not (src/'done.json').is_file(): return False
-    # the `icl` group does not enter iteration 0 (a test below checks that iteration 0 trained from scratch is this run)
-    icl = get_method('icl').configure(cfg.update(method='icl')).to_dict()
-    theirs = USPLConfig.load(src/'config.json').to_dict()
-    if any(icl[k] != theirs[k] for k in icl if k not in ('method', 'icl')): return False
-    tmp = run/'iter-0.tmp'; shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
-    for f in ('last.pt', 'best.pt'):  # the weights as they are; the checkpoint's config becomes ICL's
-        if (src/f).is_file(): ck = load_checkpoint(src/f); ck['cfg'] = icl; torch.save(ck, tmp/f)
-    if (src/'log.jsonl').is_file(): shutil.copy2(src/'log.jsonl', tmp/'log.jsonl')
-    tmp.rename(dst)  # whole or absent: ICL's fit resumes the finished iteration 0 from its last.pt and trains the rest
+def _first_stage_from(method:str, cfg:USPLConfig, run:Path) -> bool:
+    "Copy the finished run of the method whose training is `method`'s first stage (ICL: EZ-VSL) beside `run` into its stage 0 when the configs agree; whether it did."
+    cls = get_method(method)
+    if not (cls.staged and cls.first_stage_as): return False
+    other = get_method(cls.first_stage_as)
+    src, dst = run.parent/run_name(other.name, cfg.seed), stage_dir(run, 0)
+    if dst.exists() or read_done(src) is None: return False
+    # the method's own groups do not enter its first stage (a test below checks that stage 0 trained from scratch is this run)
+    mine, theirs = cls.config_for(cfg.update(method=method)), read_run_config(src)
+    if any(mine.to_dict().get(g) != theirs.to_dict().get(g) for g in other.groups()): return False
+    tmp = dst.with_name(dst.name + '.tmp'); shutil.rmtree(tmp, ignore_errors=True); tmp.mkdir(parents=True)
+    for f in (LAST, BEST):  # the weights as they are; the checkpoint's config becomes this method's
+        if (src/f).is_file(): ck = load_checkpoint(src/f); ck['cfg'] = mine.to_dict(); torch.save(ck, tmp/f)
+    if (src/LOG).is_file(): shutil.copy2(src/LOG, tmp/LOG)
+    tmp.rename(dst)  # whole or absent: the engine resumes the finished stage 0 from its last checkpoint and trains the rest
     return True
 
 def _machine() -> str:
@@ -266,15 +269,16 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
     if not seeds: raise ValueError('seeds: give at least one seed')
     if not isinstance(jobs, int) or jobs < 1: raise ValueError(f'jobs must be an integer >= 1, got {jobs!r}')
     base = cfg if cfg is not None else size_config(size, seeds[0], imagenet)
+    metrics = dataset_spec(dataset).metrics  # what its ground truth supports: the goals and the plot follow it
     splits = compare_splits(dataset, root, base)
     rows, threads = [], torch.get_num_threads()
     if jobs > 1: threads = train_parallel(out, methods, seeds, base, splits, jobs, log)  # every run finished, then scored here
     for seed in seeds:
         for m in methods:
-            run = out/'runs'/f'{m}-s{seed}'
+            run = out/'runs'/run_name(m, seed)
             if jobs == 1: _train_run(m, base.update(seed=seed, method=m), splits, run, progress, log)
-            # an iterative method (ICL) is also scored at its iteration 0, the control its goal is stated against
-            for name, it in [(m, None)] + ([(f'{m}-iter0', 0)] if m == 'icl' else []):
+            # a staged method (ICL) is also scored at its first stage, the control its goal is stated against
+            for name, it in [(m, None)] + ([(f'{m}-iter0', 0)] if get_method(m).staged else []):
                 model, _ = load_run(run, iteration=it)
                 for p in model.paths:
                     r = evaluate_dataset(model, splits['test'], p, batch_size=32)
@@ -289,13 +293,13 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
                    imagenet=bool(base.visual_weights) or base.pretrained,
                    mask_area=float(np.mean([float(x['mask'].float().mean()) for x in test.items])))
     res = dict(rows=rows, summary=summarize(rows), claims=claims,
-               goals=check_goals(rows, 'vggss' if dataset == 'vggss' else 's4'), setting=setting, config=base.to_dict())
+               goals=check_goals(rows, 's4' if 'miou' in metrics else 'vggss'), setting=setting, config=base.to_dict())
     res['setting'].update(wall_s=time.time() - t0, machine=_machine())
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out/'results.json', lambda f: f.write(json.dumps(res, indent=1).encode()))
     md = results_markdown(res)
     atomic_write(out/'results.md', lambda f: f.write(md.encode()))
-    _plot(res, out/'results.png', 'ciou' if dataset == 'vggss' else 'miou')
+    _plot(res, out/'results.png', metrics[0])
     log(md)
     return res
 
@@ -365,17 +369,19 @@ def train_parallel(out:Path, # the comparison's folder (its runs/)
                    splits:dict, # the datasets of `compare_splits` (train and val go to the workers)
                    jobs:int, # trainings at a time
                    log) -> int:
-    "Train every unfinished run of `run_compare` in `jobs` worker processes (ICL of a seed after EZ-VSL of it); the threads of each."
+    "Train every unfinished run of `run_compare` in `jobs` worker processes (a staged method after the run its first stage reuses); the threads of each."
     from uspl.evaluation.compare import _init_worker, _train_job  # by module path: spawned workers import them (a notebook's are in __main__)
     threads, todo = max(1, torch.get_num_threads() // jobs), []
     for seed in seeds:
         for m in methods:
-            run, cfg = out/'runs'/f'{m}-s{seed}', base.update(seed=seed, method=m)
-            if (run/'done.json').is_file(): _train_run(m, cfg, splits, run, False, log)  # checked before any training starts
+            run, cfg = out/'runs'/run_name(m, seed), base.update(seed=seed, method=m)
+            if read_done(run) is not None: _train_run(m, cfg, splits, run, False, log)  # checked before any training starts
             else: todo.append((m, cfg, run))
     if not todo: return threads
     names = {run.name for _, _, run in todo}  # the runs not finished yet
-    def ready(m, cfg, run): return m != 'icl' or f'ezvsl-s{cfg.seed}' not in names  # ICL's iteration 0 is that EZ-VSL run
+    def ready(m, cfg, run):  # a staged method whose first stage is another's run (ICL: EZ-VSL's) waits for that run
+        first = get_method(m).first_stage_as
+        return first is None or run_name(first, cfg.seed) not in names
     with tempfile.TemporaryDirectory(prefix='uspl-compare-') as tmp:
         data = Path(tmp)/'splits.pkl'  # the samples pickled once (plain dicts): rendering the scenes in each worker costs far more
         items = {k: None if splits[k] is None else [splits[k][i] for i in range(len(splits[k]))] for k in ('train', 'val')}

@@ -4,32 +4,62 @@
 
 # %% ../../nbs/30_methods/31_base.ipynb #c001
 from __future__ import annotations
-import importlib, json
+import importlib, importlib.util, pkgutil
 from pathlib import Path
-from typing import Callable
+from typing import Callable, NamedTuple
 import torch, torch.nn as nn
 from torch import Tensor
-from ..core import USPLConfig, PATHS, check_finite
+from torch.utils.data import Dataset
+from ..core import USPLConfig, SHARED_GROUPS, GROUPS, ConfigGroup, register_group, check_finite
 
 # %% auto #0
-__all__ = ['REGISTRY', 'Method', 'method_names', 'get_method', 'build_method', 'run_method']
+__all__ = ['Stage', 'Method', 'register_method', 'method_names', 'get_method', 'all_methods', 'path_names', 'build_method']
 
 # %% ../../nbs/30_methods/31_base.ipynb #c005
 def _identity(x): return x
 
+class Stage(NamedTuple):
+    "One training stage of a method: the engine trains it into its folder of the run (`uspl.engine.runs.stage_dir`)."
+    index:int # 0-based: stage k starts from the weights stage k-1 ended with
+    cfg:USPLConfig # the config it trains with (schedule and seed included)
+
 class Method(nn.Module):
-    "Base of a registered method: owns its config, its losses and its inference paths."
-    name:str = '' # registry name
-    paths:tuple = ('coarse',) # inference paths, the default first
+    "Base of a registered method: owns its config groups, its losses, its inference paths and its stages."
+    name:str = '' # registry name = its module's name in `uspl.methods`
+    uses:tuple = SHARED_GROUPS # the shared config groups the method reads
+    own_groups:dict = {} # its own config groups: name -> `ConfigGroup` dataclass (registered by `register_method`)
+    path_modules:dict = {'coarse': ('mmicl',)} # inference path -> names of the submodules it runs; the default first
+    paths:tuple = ('coarse',) # the names of `path_modules` (set by `register_method`)
+    staged:bool = False # several stages, each in its folder of the run (False: the run folder is the one stage's)
+    first_stage_as:str|None = None # a method whose whole training is this one's first stage (its finished run can stand in)
+    stage_files:tuple = () # files a stage writes into its folder besides the loop's (removed when a run starts over)
 
     def __init__(self, cfg:USPLConfig):
         super().__init__()
-        self.cfg = self.configure(cfg.update(method=self.name))
+        self.cfg = self.config_for(cfg)
+
+    @classmethod
+    def groups(cls) -> tuple:
+        "The config groups of this method: the shared ones it uses, then its own."
+        return tuple(cls.uses) + tuple(cls.own_groups)
 
     @classmethod
     def configure(cls, cfg:USPLConfig) -> USPLConfig:
         "The config this method trains with (the identity unless a method fixes some fields)."
         return cfg
+
+    @classmethod
+    def config_for(cls, cfg:USPLConfig) -> USPLConfig:
+        "`cfg` as this method trains with it: exactly its groups (`USPLConfig.select`), then `configure`."
+        c = cls.configure(cfg.select(cls.groups(), cls.name))
+        if 'train' in c.groups and c.eval_path not in path_names():
+            raise ValueError(f"config field TrainConfig.eval_path must be one of {path_names()}, got {c.eval_path!r}")
+        return c
+
+    @classmethod
+    def config_from_dict(cls, d:dict) -> USPLConfig:
+        "A stored config of this method (of a run folder or a checkpoint): its groups are kept, any other ignored."
+        return USPLConfig.from_dict(d, cls.groups())
 
     @property
     def default_path(self) -> str:
@@ -66,54 +96,72 @@ class Method(nn.Module):
         try: return self._predict(image, audio, path)
         finally: self.train(was)
 
-    def fit(self, train_ds, out, evaluate=None, **kw) -> dict:
-        "Train into the run folder `out` (`uspl.engine.train.fit`; iterative methods override this)."
-        from uspl.engine.train import fit
-        return fit(self, train_ds, self.cfg, out, evaluate=evaluate, **kw)
-
     @classmethod
-    def can_resume(cls, run:Path) -> bool:
-        "Whether the run folder holds a checkpoint to resume from."
-        return (Path(run)/'last.pt').is_file()
+    def num_stages(cls, cfg:USPLConfig) -> int:
+        "How many stages a run of `cfg` trains (a staged method reads its own group)."
+        return 1
 
-    @classmethod
-    def checkpoint_in(cls, run:Path, # a run folder of this method
-                      name:str='best.pt', # file in the run folder; falls back to last.pt
-                      iteration:int|None=None, # for iterative methods
-                     ) -> Path:
-        "The checkpoint file of a run: `name`, else `last.pt`."
-        if iteration is not None: raise ValueError(f"method {cls.name!r} has no iterations (--iteration is for iterative methods)")
-        for n in (name, 'last.pt'):
-            if (Path(run)/n).is_file(): return Path(run)/n
-        raise FileNotFoundError(f"no checkpoint ({name} or last.pt) in run folder {run}")
+    def stages(self) -> list:
+        "The `Stage`s of this run, in order: one, with the model's config, unless the method is staged."
+        return [Stage(0, self.cfg)]
+
+    def enter_stage(self, stage:Stage, # the stage about to train
+                    train_ds:Dataset, # the run's training samples
+                    folder:Path, # the stage's folder (files it keeps across a resume: `stage_files`)
+                    device:torch.device, # where the model trains
+                    main:bool, # whether this process writes files
+                   ) -> Dataset: # what the stage trains on
+        "Prepare the model for `stage` (the engine has loaded the previous stage's weights); the dataset it trains on."
+        return train_ds
+
+    def exit_stage(self):
+        "Undo what `enter_stage` set up that is not part of the weights."
 
 # %% ../../nbs/30_methods/31_base.ipynb #c008
-REGISTRY = {
-    'uspl': 'uspl.methods.uspl:USPL', # Zhang, Ji & Yang, EMNLP 2023 (MMICL + SMR + SPS)
-    'ezvsl': 'uspl.methods.ezvsl:EZVSL', # Mo & Morgado, ECCV 2022 (multiple-instance contrastive alignment)
-    'lvs': 'uspl.methods.lvs:LVS', # Chen et al., CVPR 2021 (hard negatives from the frame's background)
-    'icl': 'uspl.methods.icl:ICL', # Lin et al., CVIU 2023 (iterative contrastive learning with pseudo-labels)
-}
+_PACKAGE = 'uspl.methods'  # where `get_method` finds a method by its name
+_REGISTRY = {}  # name -> class, filled by `register_method` as method modules are imported
+
+def register_method(cls:type) -> type:
+    "Class decorator: register a `Method` subclass under `cls.name`, with its own config groups and its paths."
+    if not (isinstance(cls, type) and issubclass(cls, Method)): raise TypeError(f"{cls!r} is not a subclass of Method")
+    if not cls.name.isidentifier(): raise ValueError(f"method name {cls.name!r} must be an identifier (it names its module)")
+    old = _REGISTRY.get(cls.name, cls)
+    if old is not cls and old.__qualname__ != cls.__qualname__:
+        raise ValueError(f"method {cls.name!r} is already registered ({old.__module__}.{old.__qualname__})")
+    if not cls.path_modules or not all(isinstance(m, tuple) for m in cls.path_modules.values()):
+        raise ValueError(f"method {cls.name!r}: path_modules must map each inference path to a tuple of submodule names")
+    bad = [g for g in cls.uses if g not in SHARED_GROUPS]
+    if bad: raise ValueError(f"method {cls.name!r} uses unknown shared group(s) {bad}; shared: {SHARED_GROUPS}")
+    for g, gcls in cls.own_groups.items(): register_group(g, gcls)
+    cls.paths = tuple(cls.path_modules)
+    if old is cls or cls.__module__.startswith(_PACKAGE + '.') or not old.__module__.startswith(_PACKAGE + '.'):
+        _REGISTRY[cls.name] = cls  # a class defined again outside the package (a notebook re-running its cell) leaves the package's
+    return cls
 
 def method_names() -> tuple:
-    "The registered method names."
-    return tuple(REGISTRY)
+    "The registered method names: the method modules of `uspl.methods` (not imported here), then any registered elsewhere."
+    pkg = importlib.import_module(_PACKAGE)
+    mods = sorted(m.name for m in pkgutil.iter_modules(pkg.__path__) if m.name != 'base' and not m.name.startswith('_'))
+    return tuple(dict.fromkeys([*mods, *_REGISTRY]))
 
 def get_method(name:str) -> type:
-    "The class of the registered method `name`."
-    if name not in REGISTRY: raise ValueError(f"unknown method {name!r}; choose one of {method_names()}")
-    mod, cls = REGISTRY[name].split(':')
-    return getattr(importlib.import_module(mod), cls)
+    "The class of the registered method `name` (its module imported by name on first use)."
+    if not isinstance(name, str) or name not in method_names(): raise ValueError(f"unknown method {name!r}; choose one of {method_names()}")
+    if name in _REGISTRY and _REGISTRY[name].__module__.startswith(_PACKAGE + '.'): return _REGISTRY[name]
+    if importlib.util.find_spec(f'{_PACKAGE}.{name}') is not None: importlib.import_module(f'{_PACKAGE}.{name}')  # the package's module wins
+    if name not in _REGISTRY: raise ValueError(f"module {_PACKAGE}.{name} registers no method named {name!r} (`@register_method`)")
+    return _REGISTRY[name]
+
+def all_methods() -> dict:
+    "Every registered method, imported (so that their own config groups are known): {name: class}."
+    return {n: get_method(n) for n in method_names()}
+
+def path_names() -> tuple:
+    "Every inference path of the registered methods, in order of first appearance."
+    return tuple(dict.fromkeys(p for cls in all_methods().values() for p in cls.paths))
 
 def build_method(cfg:USPLConfig, # the config (its `method` names the method unless `method` is given)
                  method:str|None=None, # a registered name; overrides `cfg.method`
                 ) -> Method:
     "The model of a registered method for `cfg`; builds without downloading."
     return get_method(method or cfg.method)(cfg)
-
-def run_method(run:str|Path) -> str:
-    "The method a run folder records (its config.json)."
-    p = Path(run)/'config.json'
-    try: return json.loads(p.read_text()).get('method', 'uspl')
-    except FileNotFoundError: raise FileNotFoundError(f"{p} not found: {run} is not a run folder written by `uspl train`") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as e: raise ValueError(f"{p} is not a valid run config: {e}") from None

@@ -8,16 +8,17 @@ from typing import Callable
 import torch
 from torch import Tensor
 from ..core import USPLConfig, upsample_maps
-from .base import Method, _identity
+from .base import Method, register_method, _identity
 from ..components.mmicl import MMICL
 
 # %% auto #0
 __all__ = ['EZVSL']
 
 # %% ../../nbs/30_methods/33_ezvsl.ipynb #c005
+@register_method
 class EZVSL(Method):
     "EZ-VSL: encoders and projectors of MMICL trained with the symmetric multiple-instance contrastive loss; maps are Eq. 1's."
-    name, paths = 'ezvsl', ('coarse',)
+    name, uses, path_modules = 'ezvsl', ('data', 'encoders', 'mmicl', 'train'), {'coarse': ('mmicl',)}
 
     @classmethod
     def configure(cls, cfg:USPLConfig) -> USPLConfig:

@@ -4,20 +4,20 @@
 
 # %% ../../nbs/30_methods/35_icl.ipynb #c001
 from __future__ import annotations
-import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, NamedTuple
 import torch, torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from ..core import USPLConfig, upsample_maps, atomic_save, atomic_write
-from .base import Method, _identity
+from ..core import USPLConfig, ConfigGroup, between, nonneg, upsample_maps, atomic_save
+from .base import Method, Stage, register_method, _identity
 from ..components.mmicl import MMICL
 from .ezvsl import EZVSL
 
 # %% auto #0
-__all__ = ['sounding_region', 'kmeans', 'PseudoLabels', 'IndexedDataset', 'pseudo_labels', 'region_pool', 'intra_frame_loss',
-           'inter_frame_loss', 'ICL']
+__all__ = ['PSEUDO_FILE', 'sounding_region', 'kmeans', 'PseudoLabels', 'IndexedDataset', 'pseudo_labels', 'region_pool',
+           'intra_frame_loss', 'inter_frame_loss', 'ICLConfig', 'ICL']
 
 # %% ../../nbs/30_methods/35_icl.ipynb #c007
 def sounding_region(maps:Tensor, # coarse maps of the previous iteration [N,h,w]
@@ -146,10 +146,30 @@ def inter_frame_loss(a:Tensor, # audio embeddings of the batch [B,C]
     pos = (cluster[:, None] == cluster[None]).to(logp.dtype)                          # [B,B], diagonal included
     return -((logp * pos).sum(1) / pos.sum(1)).mean()
 
-# %% ../../nbs/30_methods/35_icl.ipynb #c022
+# %% ../../nbs/30_methods/35_icl.ipynb #c023
+@dataclass(frozen=True)
+class ICLConfig(ConfigGroup):
+    "Iterative contrastive learning (Lin et al., CVIU 2023): iterations, pseudo-label rules and loss weights."
+    iterations:int=3 # iteration 0 (plain contrastive learning) and 2 pseudo-label iterations
+    iter_epochs:int=0 # epochs per later iteration (0: `warmup_epochs + epochs` of the training group, as iteration 0)
+    rho:float=0.3 # the top `rho` fraction of a frame's map is its sounding region
+    clusters:int=10 # k of the k-means on the previous iteration's audio embeddings
+    w_intra:float=1.0 # weight of the intra-frame (sounding vs silent region) term
+    w_inter:float=1.0 # weight of the inter-frame (same audio cluster) term
+    _rules = dict(iterations=(lambda v, _: v >= 1, '>= 1'), iter_epochs=(nonneg, '>= 0'),
+                  rho=(between(0, 1, True, True), 'in (0, 1)'), clusters=(lambda v, _: v >= 1, '>= 1'),
+                  w_intra=(nonneg, '>= 0'), w_inter=(nonneg, '>= 0'))
+
+PSEUDO_FILE = 'pseudo.pt' # the pseudo-labels of an iteration, in its stage folder
+
+# %% ../../nbs/30_methods/35_icl.ipynb #c024
+@register_method
 class ICL(Method):
     "Iterative contrastive learning (Lin et al., CVIU 2023) on MMICL's encoders and projectors; maps are Eq. 1's."
-    name, paths = 'icl', ('coarse',)
+    name, uses, own_groups = 'icl', ('data', 'encoders', 'mmicl', 'train'), {'icl': ICLConfig}
+    path_modules = {'coarse': ('mmicl',)}
+    staged, stage_files = True, (PSEUDO_FILE,) # iteration k is stage k, in its stage folder with its pseudo-labels
+    first_stage_as = 'ezvsl' # iteration 0 is EZ-VSL's training (same config, same steps)
     kmeans_iters = 100 # most Lloyd rounds of the audio k-means (it stops earlier once assignments settle)
 
     configure = EZVSL.configure # iteration 0 is EZ-VSL's contrastive loss: no mask augmentation, both directions summed
@@ -188,79 +208,24 @@ class ICL(Method):
         if k == 0: return c
         return c.update(warmup_epochs=0, epochs=c.iter_epochs or c.warmup_epochs + c.epochs, seed=c.seed + k)
 
-    def fit(self, train_ds:Dataset, # dataset of dict samples
-            out:str|Path, # run folder: config.json and iter-0/, iter-1/, ... (each a `uspl.engine.train.fit` run folder)
-            evaluate:Callable|None=None, # evaluate(model) -> dict, every epoch of every iteration
-            resume:bool=False, # continue: finished iterations are skipped, a killed one resumes from its last.pt
-            max_steps:int|None=None, # stop once this many optimiser steps are done over all iterations
-            progress:bool=True, env=None,
-            overwrite:bool=False, # replace a run the folder holds (otherwise refused unless `resume`)
-           ) -> dict:
-        "Train `cfg.iterations` iterations, each a `uspl.engine.train.fit` run in `out/iter-k` with the pseudo-labels of iteration k-1's model."
-        from uspl.engine.train import fit, init_distributed, load_checkpoint
-        env = env or init_distributed()
-        out, ds = Path(out), IndexedDataset(train_ds)
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            held = sorted(str(p.relative_to(out)) for n in ('last.pt', 'best.pt') for p in out.glob(f'iter-*/{n}'))
-            if held and not overwrite:
-                raise FileExistsError(f"{out} already holds a run ({', '.join(held)}): pass resume=True to continue it "
-                                      f"or overwrite=True to start it over")
-            if env.main:  # a fresh run: the markers of an earlier one go (each iteration's fit replaces its own files)
-                for f in [*out.glob('iter-*/done.json'), *out.glob('iter-*/pseudo.pt')]: f.unlink()
-        if env.main and not (resume and (out/'config.json').is_file()): self.cfg.save(out/'config.json')
-        done, trained = [], False  # per-iteration states; whether the model in memory is the previous iteration's
-        for k in range(self.cfg.iterations):
-            d, ck_cfg = out/f'iter-{k}', self.iteration_config(k)
-            if resume and (d/'done.json').is_file():
-                done.append(json.loads((d/'done.json').read_text())); trained = False; continue
-            left = None if max_steps is None else max_steps - sum(s['global_step'] for s in done)
-            if left is not None and left <= 0: break
-            if k >= 1 and not trained: self.load_state_dict(load_checkpoint(out/f'iter-{k-1}'/'last.pt')['model'])
-            self.pseudo = None
-            if k >= 1:
-                pf = d/'pseudo.pt'
-                if pf.is_file(): p = PseudoLabels.load(pf, len(ds))
-                else:
-                    p = pseudo_labels(self.to(env.device), train_ds, self.cfg.rho, self.cfg.clusters, self.kmeans_iters,
-                                      ck_cfg.seed, ck_cfg.batch_size, env.device)
-                    if env.main: p.save(pf)
-                self.pseudo = p.to(env.device)
-            try:
-                again = resume and (d/'last.pt').is_file()  # a begun iteration continues; one not begun starts in its folder
-                st = fit(self, ds, ck_cfg, d, evaluate=evaluate, resume=again, max_steps=left, progress=progress, env=env,
-                         overwrite=overwrite or (resume and not again))
-            finally: self.pseudo = None
-            st = dict(global_step=st['global_step'], epoch=st['epoch'], history=st['history'])
-            done.append(st); trained = True
-            if st['epoch'] < ck_cfg.warmup_epochs + ck_cfg.epochs: break  # stopped by max_steps
-            if env.main: atomic_write(d/'done.json', lambda f: f.write(json.dumps(st).encode()))
-        return dict(global_step=sum(s['global_step'] for s in done), epoch=sum(s['epoch'] for s in done),
-                    history=[dict(iteration=k, **r) for k, s in enumerate(done) for r in s['history']], iterations=len(done))
-
     @classmethod
-    def can_resume(cls, run:Path) -> bool:
-        "Whether any iteration of the run folder has a checkpoint."
-        return any(Path(run).glob('iter-*/last.pt'))
+    def num_stages(cls, cfg:USPLConfig) -> int: return cfg.icl.iterations
 
-    @classmethod
-    def checkpoint_in(cls, run:Path, # a run folder of ICL
-                      name:str='best.pt', # file in the iteration's folder; falls back to last.pt
-                      iteration:int|None=None, # None: the last finished iteration (if none finished, the last one begun)
-                     ) -> Path:
-        "The checkpoint of iteration `iteration` of a run: `name`, else `last.pt`."
-        run = Path(run)
-        try: n = int(json.loads((run/'config.json').read_text())['icl']['iterations'])  # folders of a longer earlier run are not this run's
-        except (OSError, ValueError, KeyError, TypeError): n = None
-        its = sorted(int(p.name[5:]) for p in run.glob('iter-*') if p.name[5:].isdigit() and p.is_dir())
-        its = [k for k in its if n is None or k < n]
-        if iteration is None:
-            fin = [k for k in its if (run/f'iter-{k}'/'done.json').is_file()]
-            began = [k for k in its if (run/f'iter-{k}'/'last.pt').is_file()]
-            if not (fin or began): raise FileNotFoundError(f"no checkpoint in run folder {run}: no iteration has begun")
-            iteration = (fin or began)[-1]
-        elif not isinstance(iteration, int) or iteration < 0: raise ValueError(f"iteration must be an integer >= 0, got {iteration!r}")
-        d = run/f'iter-{iteration}'
-        for n in (name, 'last.pt'):
-            if (d/n).is_file(): return d/n
-        raise FileNotFoundError(f"no checkpoint ({name} or last.pt) for iteration {iteration} in run folder {run} (iterations with a folder: {its})")
+    def stages(self) -> list:
+        "One stage per iteration, with `iteration_config`."
+        return [Stage(k, self.iteration_config(k)) for k in range(self.cfg.iterations)]
+
+    def enter_stage(self, stage:Stage, train_ds:Dataset, folder:Path, device, main:bool) -> Dataset:
+        "Iteration k >= 1: the pseudo-labels of the model as iteration k-1 left it (`folder/pseudo.pt`, computed once); samples carry their index."
+        self.pseudo = None
+        if stage.index >= 1:
+            pf = Path(folder)/PSEUDO_FILE
+            if pf.is_file(): p = PseudoLabels.load(pf, len(train_ds))
+            else:
+                p = pseudo_labels(self.to(device), train_ds, self.cfg.rho, self.cfg.clusters, self.kmeans_iters,
+                                  stage.cfg.seed, stage.cfg.batch_size, device)
+                if main: p.save(pf)
+            self.pseudo = p.to(device)
+        return IndexedDataset(train_ds)
+
+    def exit_stage(self): self.pseudo = None

@@ -4,15 +4,16 @@
 
 # %% ../../nbs/30_methods/34_lvs.ipynb #c001
 from __future__ import annotations
+from dataclasses import dataclass
 from typing import Callable
 import torch, torch.nn.functional as F
 from torch import Tensor
-from ..core import USPLConfig, upsample_maps
-from .base import Method, _identity
+from ..core import USPLConfig, ConfigGroup, between, positive, upsample_maps
+from .base import Method, register_method, _identity
 from ..components.mmicl import MMICL
 
 # %% auto #0
-__all__ = ['lvs_loss', 'LVS']
+__all__ = ['lvs_loss', 'LVSConfig', 'LVS']
 
 # %% ../../nbs/30_methods/34_lvs.ipynb #c005
 def _soft_mean(logm:Tensor, # log of the soft mask m (`F.logsigmoid`) [...,h,w]
@@ -42,10 +43,22 @@ def lvs_loss(audio_emb:Tensor, # projected audio embeddings [B,C]
     logits = torch.cat([pos_all.diagonal()[:, None], hard[:, None], pos_all.masked_fill(eye, float('-inf'))], 1) / logit_tau
     return F.cross_entropy(logits, torch.zeros(B, dtype=torch.long, device=s.device))
 
-# %% ../../nbs/30_methods/34_lvs.ipynb #c008
+# %% ../../nbs/30_methods/34_lvs.ipynb #c009
+@dataclass(frozen=True)
+class LVSConfig(ConfigGroup):
+    "The LVS baseline (Chen et al., CVPR 2021): soft tri-map thresholds and temperatures."
+    eps_pos:float=0.65 # similarity above which a location is positive (LVS's epsilon_p)
+    eps_neg:float=0.4 # similarity below which a location is a hard negative (LVS's epsilon_n)
+    mask_tau:float=0.03 # temperature of the sigmoid that softens the thresholds (LVS's tau)
+    logit_tau:float=0.07 # temperature of the contrastive logits (LVS's code divides by 0.07)
+    _rules = dict(eps_neg=(lambda v, c: -1 <= v < c.eps_pos, 'in [-1, eps_pos)'), eps_pos=(between(-1, 1), 'in [-1, 1]'),
+                  mask_tau=(positive, '> 0'), logit_tau=(positive, '> 0'))
+
+@register_method
 class LVS(Method):
     "LVS (Chen et al., CVPR 2021) on MMICL's encoders and projectors; maps are Eq. 1's similarity."
-    name, paths = 'lvs', ('coarse',)
+    name, uses, own_groups = 'lvs', ('data', 'encoders', 'mmicl', 'train'), {'lvs': LVSConfig}
+    path_modules = {'coarse': ('mmicl',)}
 
     def __init__(self, cfg:USPLConfig):
         super().__init__(cfg)

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn, Tensor
 from ..core import USPLConfig, upsample_maps
-from .base import Method, _identity
+from .base import Method, register_method, _identity
 from ..components.mmicl import MMICL, AlignOut
 from ..components.smr import SMR
 from ..components.sps import SPSHead, seg_loss
@@ -23,9 +23,11 @@ class USPLOut(NamedTuple):
     align:AlignOut # stage features, embeddings and the coarse map M_crs [B,h,w]
     logits:Tensor # SPS logits [B,1,H,W]
 
+@register_method
 class USPL(Method):
     "USPL (Fig. 2): MMICL, SMR and SPS on one shared visual encoder, trained with Eq. 11."
-    name, paths = 'uspl', ('sps', 'smr', 'coarse')
+    name, uses = 'uspl', ('data', 'encoders', 'mmicl', 'smr', 'sps', 'train')
+    path_modules = {'sps': ('mmicl', 'sps'), 'smr': ('mmicl', 'smr'), 'coarse': ('mmicl',)} # what each path runs (Table 3's counts)
     def __init__(self, cfg:USPLConfig):
         super().__init__(cfg)
         self.mmicl = MMICL(self.cfg)
