@@ -376,6 +376,7 @@ class RunViewer(RefineViewer):
         try: self.sound.value = self.heard[b]
         finally: self._quiet = False
         super().show()
+        if self.scenes.boxes: self.panels['frame'][0].value = 'frame and boxes'   # VGGSS: the mask is the boxes' union
         self._play(self.heard[b])
 
     def swing(self, b:int, beta:float, t:int) -> dict:
