@@ -2,9 +2,13 @@
 its images load, its formulas are MathJax output (not `$...$` text), its links resolve, its sidebar lists the site
 and every `show_doc` of its notebook rendered. README.md is generated from nbs/index.ipynb and must match it.
 
-The site is built once per module: from a few notebooks by default (the executed notebooks are cached under
-`_proc/docs_cache`), from every notebook with `USPL_DOCS_FULL=1` (CI). Without Chromium or playwright the browser
-tests are skipped with the reason (see `_browser.py`).
+The site is built once per module: from every notebook when the slow cells are asked for (`USPL_TEST_FLAGS=slow`,
+what `make test` and CI run) or with `USPL_DOCS_FULL=1`, else from a few notebooks (`USPL_DOCS_FULL=0` forces the
+subset). The executed notebooks are cached under `_proc/docs_cache`, so a rebuild runs only the notebooks that changed
+(any change to the library's source runs them all). Every built page is checked: it renders, its `show_doc`s are
+there, no cell left an error output, its sidebar names every page by title under its section; each component page
+carries a figure of a fast cell. Without Chromium or playwright the browser tests are skipped with the reason (see
+`_browser.py`).
 """
 import html, json, os, re, subprocess, sys
 from pathlib import Path
@@ -12,15 +16,28 @@ from urllib.parse import urlsplit, unquote
 import pytest
 from conftest import ROOT
 from _browser import require_browser, chromium, is_local
+from uspl.apps.docs import nb_title
 
-SUBSET = ['index.ipynb', '00_core.ipynb', '70_apps/72_widgets.ipynb', '70_apps/75_docs.ipynb']
+SUBSET = ['index.ipynb', '00_core.ipynb', '70_apps/72_widgets.ipynb', '70_apps/75_docs.ipynb', '80_results.ipynb']
+# the pages of the method's components and of the method itself: each shows a figure computed by a fast cell
+FIGURE_PAGES = [f'20_components/{n}.html' for n in ('encoders', 'mmicl', 'trimap', 'affinity', 'smr', 'sps')] + ['30_methods/uspl.html']
+
+def full_build() -> bool:
+    "Whether the whole site is built: `USPL_DOCS_FULL` when set (1 or 0), else when the slow cells are asked for (CI)."
+    flag = os.environ.get('USPL_DOCS_FULL')
+    return flag == '1' if flag in ('0', '1') else 'slow' in os.environ.get('USPL_TEST_FLAGS', '').split()
 
 @pytest.fixture(scope='module')
 def site(tmp_path_factory):
     require_browser()   # skip before the (long) build when no browser can look at it
+    import time
     from uspl.apps.docs import build_docs
-    full = os.environ.get('USPL_DOCS_FULL') == '1'
-    return build_docs(tmp_path_factory.mktemp('docs')/'_docs', root=ROOT, notebooks=None if full else SUBSET, verbose=False)
+    t0 = time.perf_counter()
+    out = build_docs(tmp_path_factory.mktemp('docs')/'_docs', root=ROOT, notebooks=None if full_build() else SUBSET, verbose=True)
+    st = _stats(out)
+    print(f"docs: {len(st['pages'])} pages in {time.perf_counter() - t0:.0f} s ({sum(p['seconds'] > 0 for p in st['pages'])} executed, "
+          f"{sum(p['seconds'] for p in st['pages']):.0f} s of execution)")
+    return out
 
 @pytest.fixture(scope='module')
 def served(site):
@@ -53,7 +70,9 @@ _CHECK = """() => {
           links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
           fonts: Array.from(document.styleSheets).flatMap(s => { try { return Array.from(s.cssRules); } catch (e) { return []; } })
                    .filter(r => r instanceof CSSFontFaceRule).map(r => r.style.getPropertyValue('src')),
-          sidebar: Array.from(document.querySelectorAll('nav.uspl-sidebar li a')).map(a => [a.getAttribute('href'), a.getAttribute('aria-current')]),
+          sidebar: Array.from(document.querySelectorAll('nav.uspl-sidebar li a')).map(a => [a.getAttribute('href'), a.getAttribute('aria-current'), a.textContent]),
+          sections: Array.from(document.querySelectorAll('nav.uspl-sidebar .uspl-section-name')).map(s => s.textContent),
+          h1: Array.from(document.querySelectorAll('h1')).map(h => h.textContent.replace(/¶$/, '').trim()).slice(0, 1),
           text: document.body.innerText};
 }"""
 
@@ -89,6 +108,8 @@ def test_site_pages_in_browser(site, served, browser):
     st = _stats(site)
     print('links to names with no rendered doc (pointed at their page):', st['unanchored'])
     built, known = {p['page'] for p in st['pages']}, set(st['site'])
+    titles = {n: nb_title(nb) for n, nb in _notebooks_by_page().items()}
+    sections = list(dict.fromkeys(_section_of(n, st['sections']) for n in st['site'] if '/' in n))
     total_formulas, problems = 0, []
     for p in st['pages']:
         name = p['page']
@@ -100,8 +121,12 @@ def test_site_pages_in_browser(site, served, browser):
                 f = site/unquote(urlsplit(u).path).lstrip('/')
                 if not (u.startswith(served) and f.is_file()): bad.append(f'font not on the site: {u}')
         bad += [f'raw maths: {m!r}' for m in got['raw_math']] + ([f"{got['errors']} MathJax errors"] if got['errors'] else [])
-        if [h for h, _ in got['sidebar']] != [('../' * name.count('/')) + n for n in st['site']]: bad.append(f"sidebar: {got['sidebar']}")
-        if [h for h, cur in got['sidebar'] if cur == 'page'] != [('../' * name.count('/')) + name]: bad.append('sidebar: current page not marked')
+        if [h for h, *_ in got['sidebar']] != [('../' * name.count('/')) + n for n in st['site']]: bad.append(f"sidebar: {got['sidebar']}")
+        if [h for h, cur, _ in got['sidebar'] if cur == 'page'] != [('../' * name.count('/')) + name]: bad.append('sidebar: current page not marked')
+        if [t for *_, t in got['sidebar']] != [titles[n] for n in st['site']]: bad.append(f"sidebar titles: {[t for *_, t in got['sidebar']]}")
+        if got['sections'] != sections: bad.append(f"sidebar sections: {got['sections']}")
+        if got['h1'] != [titles[name]]: bad.append(f"page title {got['h1']}, notebook's title {titles[name]!r}")
+        bad += [f'error output: {e}' for e in p['errors']]
         if re.search(r'^(output-file|title|description):', got['text'], re.M): bad.append('front matter shown as text')
         for url in got['links']:
             if not url.startswith(served): continue
@@ -111,7 +136,8 @@ def test_site_pages_in_browser(site, served, browser):
             if not path.exists():
                 if rel not in known: bad.append(f'link to a missing file: {url}')
                 continue
-            if frag and path.suffix == '.html' and frag not in _ids(path): bad.append(f'link to a missing anchor: {url}')
+            ids_there = _ids(path)   # a browser matches the fragment as written, then percent-decoded (nbconvert keeps `%5C` in ids of headings with maths)
+            if frag and path.suffix == '.html' and frag not in ids_there and u.fragment not in ids_there: bad.append(f'link to a missing anchor: {url}')
         ids = _ids(site/name)
         low = {i.lower() for i in ids}
         bad += [f'show_doc({n}) not rendered' for n in _show_docs(ROOT/'nbs'/p['notebook']) if n.lower() not in low]
@@ -120,15 +146,45 @@ def test_site_pages_in_browser(site, served, browser):
         problems += [f'{name}: {b}' for b in bad]
     assert not problems, '\n'.join(problems[:40])
     assert total_formulas > 0, 'no formula rendered anywhere'
-    assert {'index.html', 'widgets.html'} <= built
+    assert {'index.html', '70_apps/widgets.html', 'results.html'} <= built
+    if full_build(): assert built == known, f'pages not built: {sorted(known - built)}'
+
+def _notebooks_by_page() -> dict:
+    from uspl.apps.docs import docs_notebooks, page_name
+    return {page_name(p.relative_to(ROOT/'nbs')): p for p in docs_notebooks(ROOT/'nbs')}
+
+def _section_of(page, sections):
+    from uspl.apps.docs import _folder_name
+    folder = page.rsplit('/', 1)[0]
+    return sections.get(folder, _folder_name(folder))
+
+def test_site_order_titles_and_sections(site):
+    "The sidebar's order is the pipeline's (the notebooks' paths), each page is named by its notebook's title, and every folder has a readable section name from nbs/_quarto.yml."
+    st = _stats(site)
+    pages = _notebooks_by_page()
+    assert st['site'] == list(pages), st['site']
+    assert st['site'][0] == 'index.html' and st['site'][-1] == 'results.html'
+    assert st['titles'] == {n: nb_title(p) for n, p in pages.items()}
+    assert not [t for t in st['titles'].values() if re.match(r'^\d+_', t)], 'a page named by its file'
+    folders = {n.rsplit('/', 1)[0] for n in st['site'] if '/' in n}
+    assert folders == set(st['sections']), f"folders without a section name in nbs/_quarto.yml: {sorted(folders - set(st['sections']))}"
+
+def test_site_component_figures(site):
+    "Each component page and the method's page show a figure computed by a fast cell (the site runs no slow cell)."
+    if not full_build(): pytest.skip('the component pages are built in the full build (USPL_TEST_FLAGS=slow or USPL_DOCS_FULL=1)')
+    st = {p['page']: p for p in _stats(site)['pages']}
+    missing = [n for n in FIGURE_PAGES if st[n]['images'] < 1]
+    assert not missing, f'no figure on {missing}'
+    for n in FIGURE_PAGES:
+        assert re.search(r'<img[^>]+src="data:image/png;base64,', (site/n).read_text()), n
 
 def test_site_widgets_page(site, served, browser):
     "The widgets page: its figure and the viewer's snapshot (panels as images, the sliders at their values) and maths."
-    errors, remote, got = _load(browser, served + 'widgets.html')
+    errors, remote, got = _load(browser, served + '70_apps/widgets.html')
     assert not errors and not remote, errors + remote
     assert len(got['images']) >= 3, got['images']          # the viewer's panels
     assert got['formulas'] >= 1
-    dom = (site/'widgets.html').read_text()
+    dom = (site/'70_apps'/'widgets.html').read_text()
     assert re.search(r'class="widget-slider"><span class="widget-desc">β</span>', dom), 'no β slider in the snapshot'
     assert 'id="RefineViewer"' in dom
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 # %% auto #0
 __all__ = ['docs_notebooks', 'page_name', 'directives', 'skip_cell', 'split_show_docs', 'add_show_docs', 'execute_nb',
-           'widget_html', 'snapshot_widgets', 'nbdev_process', 'html_cells', 'page_ids', 'link_fixes', 'sidebar',
-           'build_docs', 'readme_text', 'write_readme', 'atomic_text']
+           'widget_html', 'snapshot_widgets', 'nbdev_process', 'html_cells', 'page_ids', 'link_fixes', 'nb_title',
+           'section_names', 'sidebar', 'error_outputs', 'build_docs', 'readme_text', 'write_readme', 'atomic_text']
 
 # %% ../../nbs/70_apps/75_docs.ipynb #c006
 def docs_notebooks(nbs:str|Path, # the notebooks folder
@@ -158,6 +158,16 @@ def snapshot_widgets(nb:dict) -> dict:
 # %% ../../nbs/70_apps/75_docs.ipynb #c021
 _QUARTO_ATTR = re.compile(r'\)\{[^}\n]*\}')
 
+def _mime_text(nb:dict, lines:bool) -> dict:
+    "`nb` with its outputs' text data (`text/*`) as lists of lines (`lines`, the stored form) or joined into strings."
+    def conv(v):
+        if lines: return v.splitlines(keepends=True) if isinstance(v, str) else v
+        return ''.join(v) if isinstance(v, list) else v
+    def out(o):
+        if 'data' not in o: return o
+        return dict(o, data={k: conv(v) if k.startswith('text/') else v for k, v in o['data'].items()})
+    return dict(nb, cells=[dict(c, outputs=[out(o) for o in c['outputs']]) if 'outputs' in c else c for c in nb['cells']])
+
 def nbdev_process(nb:dict, path:Path) -> dict:
     "Run nbdev's docs processors (front matter, hidden/exported cells, backtick links) on an executed notebook."
     from nbdev.process import NBProcessor
@@ -167,17 +177,22 @@ def nbdev_process(nb:dict, path:Path) -> dict:
     from execnb.nbio import dict2nb
     procs = [FrontmatterProc, populate_language, strip_ansi, hide_line, filter_stream_, rm_header_dash, clean_show_doc,
              rm_export, clean_magics, hide_, add_links, strip_hidden_metadata]
-    nbd = dict2nb(json.loads(json.dumps(nb)))
+    nbd = dict2nb(json.loads(json.dumps(_mime_text(nb, lines=True))))   # `add_links` reads `text/markdown` as a list of lines
     nbd.path_ = str(path)
     p = NBProcessor(path, procs, nb=nbd)
     p.process()
-    return json.loads(json.dumps(p.nb))
+    return _mime_text(json.loads(json.dumps(p.nb)), lines=False)   # nbconvert's filters take strings
 
 def _front_matter(cell:dict) -> dict:
     "The YAML front matter of a raw `---` cell as a dict."
     import yaml
     d = yaml.safe_load(_src(cell).strip().strip('-')) or {}
     return {str(k): str(v) for k, v in d.items()} if isinstance(d, dict) else {}
+
+def _rel_md(o:dict, rel) -> dict:
+    "An output with the links of its markdown (as `nbdev_process` leaves it: a string) made relative by `rel`."
+    md = o.get('data', {}).get('text/markdown')
+    return dict(o, data=dict(o['data'], **{'text/markdown': rel(md)})) if isinstance(md, str) else o
 
 def html_cells(nb:dict, site:str|None=None, prefix:str='') -> tuple[list, dict]:
     "A processed notebook's cells ready for nbconvert (links to `site` made relative with `prefix`), and its front matter."
@@ -189,7 +204,7 @@ def html_cells(nb:dict, site:str|None=None, prefix:str='') -> tuple[list, dict]:
         d = {k.lower(): v.lower() for k, v in directives(src).items()} if c['cell_type'] == 'code' else {}
         if d.get('include') == 'false': continue
         if c['cell_type'] == 'markdown': cells.append(dict(c, source=rel(src))); continue
-        outs = [] if d.get('output') == 'false' else c.get('outputs', [])
+        outs = [] if d.get('output') == 'false' else [_rel_md(o, rel) for o in c.get('outputs', [])]
         if d.get('echo') == 'false':
             if d.get('output') == 'asis':   # show_doc cells: the markdown output only, as quarto does
                 md = [''.join(o['data']['text/markdown']) for o in outs if 'text/markdown' in o.get('data', {})]
@@ -271,21 +286,66 @@ def link_fixes(pages:dict, # page name -> HTML
         out[n] = _HREF.sub(fix, p)
     return out, broken
 
-# %% ../../nbs/70_apps/75_docs.ipynb #c027
+# %% ../../nbs/70_apps/75_docs.ipynb #c029
+def nb_title(path:str|Path) -> str:
+    "A notebook's title: its first markdown `# Title` (as nbdev's front matter takes it), else the file's stem."
+    for c in json.loads(Path(path).read_text())['cells']:
+        if c['cell_type'] != 'markdown': continue
+        m = re.match(r'\s*#\s+(.+)', _src(c))
+        if m: return m.group(1).strip()
+    return Path(path).stem
+
+def _folder_name(folder:str) -> str: return re.sub(r'^\d+[a-zA-Z]?_', '', folder).replace('_', ' ').capitalize()
+
+def section_names(nbs:str|Path, # the notebooks folder (holding `_quarto.yml`)
+                 ) -> dict:
+    "Notebook folder -> section name, from the `section` entries of the sidebar in `_quarto.yml`."
+    import yaml
+    f = Path(nbs)/'_quarto.yml'
+    conf = (yaml.safe_load(f.read_text()) or {}) if f.exists() else {}
+    side = (conf.get('website') or {}).get('sidebar') or {}
+    out = {}
+    for e in (side.get('contents') or []) if isinstance(side, dict) else []:
+        if not isinstance(e, dict) or 'section' not in e: continue
+        items = e.get('contents') or []
+        for it in [items] if isinstance(items, str) else items:
+            it = it if isinstance(it, str) else (it or {}).get('href', '') if isinstance(it, dict) else ''
+            if '/' in it: out.setdefault(it.split('/', 1)[0], str(e['section']))
+    return out
+
 def sidebar(pages:list, # (page name, title) in order
             current:str, # this page's name
-            site_title:str='uspl') -> str:
-    "The navigation of a page: a link to each page of the site, the current one marked."
-    up = '../' * current.count('/')
-    items = ''.join(f'<li><a href="{up}{n}"' + (' aria-current="page"' if n == current else '') + f'>{html.escape(t)}</a></li>'
-                    for n, t in pages)
-    return f'<nav class="uspl-sidebar" aria-label="pages"><a class="uspl-home" href="{up}index.html">{html.escape(site_title)}</a><ol>{items}</ol></nav>'
+            site_title:str='uspl', # the site's title (the home link)
+            sections:dict|None=None, # folder -> section name (`section_names`); other folders named after themselves
+           ) -> str:
+    "The navigation of a page: a link to each page of the site, grouped by folder under section names, the current one marked."
+    up, sections = '../' * current.count('/'), sections or {}
+    link = lambda n, t: f'<li><a href="{up}{n}"' + (' aria-current="page"' if n == current else '') + f'>{html.escape(t)}</a></li>'
+    items, k = [], 0
+    while k < len(pages):
+        folder = pages[k][0].rsplit('/', 1)[0] if '/' in pages[k][0] else None
+        if folder is None: items.append(link(*pages[k])); k += 1; continue
+        grp = []
+        while k < len(pages) and pages[k][0].startswith(folder + '/'): grp.append(link(*pages[k])); k += 1
+        name = sections.get(folder, _folder_name(folder))
+        items.append(f'<li class="uspl-section"><span class="uspl-section-name">{html.escape(name)}</span><ol>{"".join(grp)}</ol></li>')
+    return f'<nav class="uspl-sidebar" aria-label="pages"><a class="uspl-home" href="{up}index.html">{html.escape(site_title)}</a><ol>{"".join(items)}</ol></nav>'
 
 def _with_sidebar(page:str, nav:str) -> str:
     m = re.search(r'<body[^>]*>', page)
     return page[:m.end()] + nav + page[m.end():] if m else nav + page
 
-# %% ../../nbs/70_apps/75_docs.ipynb #c030
+# %% ../../nbs/70_apps/75_docs.ipynb #c032
+def error_outputs(nb:dict) -> list:
+    "The error outputs of an executed notebook: `'cell N: Name: value'` for each error output or traceback printed on stderr."
+    out = []
+    for i, c in enumerate(nb['cells']):
+        for o in c.get('outputs', []):
+            if o.get('output_type') == 'error': out.append(f"cell {i}: {o.get('ename')}: {o.get('evalue')}")
+            elif o.get('name') == 'stderr' and 'Traceback (most recent call last)' in ''.join(o.get('text', '')):
+                out.append(f"cell {i}: traceback on stderr")
+    return out
+
 def _lib_hash(lib:Path) -> str:
     h = hashlib.sha256()
     for f in sorted(Path(lib).rglob('*.py')): h.update(f.as_posix().encode()); h.update(f.read_bytes())
@@ -297,6 +357,17 @@ def _copy_mathjax(out:Path):
     except ImportError: raise ModuleNotFoundError("the docs need MathJax from the package jupyter-server-mathjax: pip install jupyter-server-mathjax") from None
     src = Path(jupyter_server_mathjax.__file__).parent/'static'
     if not (out/'mathjax'/'MathJax.js').exists(): shutil.copytree(src, out/'mathjax', dirs_exist_ok=True)
+
+def _pages_md(order:list, sections:dict) -> str:
+    "The home page's list of pages, in order, under their section names."
+    out, last = ['## Pages', ''], None
+    for n, t in order:
+        if n == 'index.html': continue
+        folder = n.rsplit('/', 1)[0] if '/' in n else None
+        if folder != last and folder is not None: out += ['', f'**{sections.get(folder, _folder_name(folder))}**', '']
+        elif folder != last: out.append('')
+        out.append(f'- [{t}]({n})'); last = folder
+    return '\n'.join(out)
 
 def build_docs(out:str|Path='_docs', # folder of the static site (relative to the project root)
                root:str|Path|None=None, # project root (the folder of settings.ini); found from the cwd when None
@@ -342,32 +413,33 @@ def build_docs(out:str|Path='_docs', # folder of the static site (relative to th
                 secs = time.perf_counter() - t0
                 hit.write_text(json.dumps(nb))
             if verbose: print(f'docs: {rel}: ' + (f'executed in {secs:.1f} s' if secs else 'cached'), flush=True)
+            errs = error_outputs(nb)
             nb = nbdev_process(snapshot_widgets(nb), work/rel)
             name = page_name(rel)
             cells, fm = html_cells(nb, site=site, prefix='../' * name.count('/'))
-            pages[name] = (fm.get('title', Path(rel).stem), dict(nb, cells=cells), rel, secs)
-    titles = {page_name(p.relative_to(nbs)): p.stem for p in allnbs}
+            pages[name] = (fm.get('title', Path(rel).stem), dict(nb, cells=cells), rel, secs, errs)
+    titles = {page_name(p.relative_to(nbs)): nb_title(p) for p in allnbs}
     titles.update({n: t for n, (t, *_) in pages.items()})
     order = [(n, titles[n]) for n in (page_name(p.relative_to(nbs)) for p in allnbs)]
+    sections = section_names(nbs)
     html_pages = {}
-    for name, (title, nb, rel, secs) in pages.items():
-        if name == 'index.html':
-            links = '\n'.join(f'- [{t}]({n})' for n, t in order if n != 'index.html')
-            nb = dict(nb, cells=nb['cells'] + [{'cell_type': 'markdown', 'metadata': {}, 'source': '## Pages\n\n' + links}])
+    for name, (title, nb, *_) in pages.items():
+        if name == 'index.html': nb = dict(nb, cells=nb['cells'] + [{'cell_type': 'markdown', 'metadata': {}, 'source': _pages_md(order, sections)}])
         page = _export_html(nb, f'{title} – {cfg.get("title", cfg.lib_name)}', prefix='../' * name.count('/'))
-        html_pages[name] = _with_sidebar(page, sidebar(order, name, cfg.get('title', cfg.lib_name)))
+        html_pages[name] = _with_sidebar(page, sidebar(order, name, cfg.get('title', cfg.lib_name), sections))
     html_pages, broken = link_fixes(html_pages)
     for name, page in html_pages.items():
         (out/name).parent.mkdir(parents=True, exist_ok=True); (out/name).write_text(page)
         stats.append({'page': name, 'title': pages[name][0], 'notebook': pages[name][2], 'seconds': round(pages[name][3], 1),
-                      'images': len(re.findall(r'<img\b', page))})
+                      'images': len(re.findall(r'<img\b', page)), 'errors': pages[name][4]})
     _copy_mathjax(out)
     shutil.copy(nbs/'styles.css', out/'styles.css') if (nbs/'styles.css').exists() else (out/'styles.css').write_text('')
-    (out/'pages.json').write_text(json.dumps({'pages': stats, 'site': [n for n, _ in order], 'unanchored': broken}, indent=1))
+    (out/'pages.json').write_text(json.dumps({'pages': stats, 'site': [n for n, _ in order], 'titles': dict(order), 'sections': sections,
+                                              'unanchored': broken}, indent=1, ensure_ascii=False))
     if broken and verbose: print(f'docs: {len(broken)} links to names with no rendered doc point at their page: ' + '; '.join(broken[:10]))
     return out
 
-# %% ../../nbs/70_apps/75_docs.ipynb #c032
+# %% ../../nbs/70_apps/75_docs.ipynb #c035
 def _demo_project(d:Path) -> Path:
     "A two-notebook nbdev project in `d` (for the docs' own tests); returns its root."
     (d/'nbs').mkdir(parents=True)
@@ -382,10 +454,13 @@ def _demo_project(d:Path) -> Path:
         ('markdown', '## Pages and figures'),
         ('code', 'show_doc(page_name)\nshow_doc(docs_notebooks)'),
         ('code', 'from matplotlib.figure import Figure\nfig = Figure(figsize=(2, 2)); fig.add_subplot().plot([0, 1]); fig'),
+        ('code', 'from IPython.display import Markdown\nMarkdown("| name | x |\\n|---|---|\\n| `page_name` | 2 |")'),
         ('code', '#| slow\nraise RuntimeError("slow cell ran")'), ('code', '#| eval: false\n1/0')))
+    (d/'nbs'/'10_tools').mkdir()
+    (d/'nbs'/'10_tools'/'11_b.ipynb').write_text(nb(('markdown', '# Bee\n> Page b.'), ('code', 'import sys, traceback\ntry: 1/0\nexcept ZeroDivisionError: traceback.print_exc()')))
     return d
 
-# %% ../../nbs/70_apps/75_docs.ipynb #c035
+# %% ../../nbs/70_apps/75_docs.ipynb #c038
 def readme_text(index:str|Path, # path of `index.ipynb`
                ) -> str:
     "The markdown of `index`'s markdown cells, i.e. the README's content."
