@@ -190,9 +190,9 @@ def _drive(page, base, token, shots):
 TRAINED_NB = 'trained_viewer_check.ipynb'
 _TRAINED_CELLS = [
     "import tempfile\nfrom pathlib import Path\nfrom uspl.core import seed_everything\nfrom uspl.evaluation.compare import size_config\n"
-    "from uspl.methods.base import build_method\nfrom uspl.data.synthetic import SyntheticScenes\nfrom uspl.apps.widgets import RefineViewer\n"
+    "from uspl.methods.base import build_method\nfrom uspl.engine.train import train_method\nfrom uspl.data.synthetic import SyntheticScenes\nfrom uspl.apps.widgets import RefineViewer\n"
     "seed_everything(0); cfg = size_config('tiny'); run = Path(tempfile.mkdtemp())/'uspl'\n"
-    "build_method(cfg, 'uspl').fit(SyntheticScenes.from_config(cfg, 'train', 8), run, max_steps=2, progress=False)",
+    "train_method(build_method(cfg, 'uspl'), SyntheticScenes.from_config(cfg, 'train', 8), run, max_steps=2, progress=False)",
     "v = RefineViewer.from_run(run, 'synthetic', split='val', n=4)\nv",
 ]
 

@@ -434,6 +434,8 @@ def build_docs(out:str|Path='_docs', # folder of the static site (relative to th
                       'images': len(re.findall(r'<img\b', page)), 'errors': pages[name][4]})
     _copy_mathjax(out)
     shutil.copy(nbs/'styles.css', out/'styles.css') if (nbs/'styles.css').exists() else (out/'styles.css').write_text('')
+    if (nbs/'images').is_dir():  # the home page is also the README: its images are linked by their path from the project root
+        shutil.copytree(nbs/'images', out/'nbs'/'images', dirs_exist_ok=True)
     (out/'pages.json').write_text(json.dumps({'pages': stats, 'site': [n for n, _ in order], 'titles': dict(order), 'sections': sections,
                                               'unanchored': broken}, indent=1, ensure_ascii=False))
     if broken and verbose: print(f'docs: {len(broken)} links to names with no rendered doc point at their page: ' + '; '.join(broken[:10]))

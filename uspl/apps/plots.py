@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from matplotlib.figure import Figure
-from ..core import USPLConfig, denormalize_image, minmax_norm, upsample_maps
+from ..core import USPLConfig, SMRConfig, denormalize_image, minmax_norm, upsample_maps
 from ..components.affinity import Affinity, local_affinity, random_walk
 from ..components.trimap import trimap_from_coarse
 
@@ -114,9 +114,11 @@ class ModelMaps:
             raise ValueError(f"need images [B,3,H,W] and audio [B,...] of the same B, got {tuple(images.shape)} and {tuple(audio.shape)}")
         self.model, self.affinity, self.aff_scale = model.eval(), affinity, float(aff_scale)
         self.cfg, mm = model.cfg, model.mmicl
+        # SMR's settings: the method's own, or the paper's defaults for a method without SMR (its walk on chosen affinities)
+        self.smr_cfg = model.cfg.smr if 'smr' in model.cfg.groups else SMRConfig()
         dev = next(model.parameters()).device
         self.images = images.float().to(dev)
-        self.size = tuple(max(1, s // self.cfg.aff_stride) for s in self.images.shape[-2:])   # the affinity grid (as `SMR.grid`)
+        self.size = tuple(max(1, s // self.smr_cfg.aff_stride) for s in self.images.shape[-2:])   # the affinity grid (as `SMR.grid`)
         with torch.no_grad():
             self.feats = mm.visual(self.images)                                   # stage features [B,C_k,h_k,w_k]
             self.v_emb = F.normalize(mm.align.g_v(self.feats[-1]), dim=1)         # [B,D,h,w], unit length
@@ -124,7 +126,7 @@ class ModelMaps:
             self.sounds = self.embed(audio.to(dev))                               # [B,D], unit length
 
     def _affinity(self) -> Affinity:
-        r = self.cfg.radius
+        r = self.smr_cfg.radius
         if self.affinity == 'model': return self.model.smr.affinity(self.feats, self.size)
         if self.affinity == 'rgb':
             x = F.interpolate(denormalize_image(self.images), size=self.size, mode='bilinear', align_corners=False, antialias=True).clamp(0, 1)
@@ -152,7 +154,7 @@ class ModelMaps:
         "Every audio-dependent map of frame `b` heard with `sound`, except the walk (which depends on β, t: `fine`)."
         c = self.coarse(b, sound)
         grid = upsample_maps(c[None], self.size)[0]
-        s = self.cfg.smr
+        s = self.smr_cfg
         out = dict(coarse=grid, PAMR=trimap_from_coarse(self.images[b:b + 1], grid[None], self.size, s.beta_l, s.beta_h,
                                                           s.pamr_dilations, s.pamr_iters).refined[0, 0])
         if hasattr(self.model, 'sps'):
@@ -257,7 +259,7 @@ def run_scenes(run, # a run folder (`uspl train`; `uspl compare` / `uspl demo`: 
                iteration:int|None=None, # iterative methods (ICL): which iteration (None: the last)
               ) -> tuple: # (model in eval mode, `Scenes`)
     "A run's trained model and scenes `indices` of `dataset` (`read_scenes`)."
-    from uspl.engine.train import load_run   # run folders: the one import to repoint when they move (uspl.engine.runs)
+    from uspl.engine.runs import load_run   # run folders are read in this one place
     from uspl.data.datasets import build_dataset
     model, _ = load_run(run, checkpoint, iteration)
     ds = build_dataset(dataset, root, split, model.cfg) if isinstance(dataset, str) else dataset
@@ -271,7 +273,7 @@ def hearing_figure(mm:ModelMaps, # the model's quantities for the scenes
                    size:float=1.9, # inches per panel
                   ) -> MapFigure:
     "Frame `b` heard with its own sound (top row) and with scene `s`'s sound (bottom row): frame, coarse, fine and SPS maps."
-    c = mm.cfg.smr
+    c = mm.smr_cfg
     beta, t = c.beta if beta is None else beta, c.t if t is None else t
     label = lambda k: f"{scenes.categories[k] or scenes.names[k]}'s sound" + (' (its own)' if k == b else f' (from {scenes.names[k]})')
     rows = []

@@ -294,7 +294,7 @@ class RunViewer(RefineViewer):
         super().__init__(scenes.images, torch.stack([o['coarse'] for o in own]), aff, gt=scenes.masks,
                          refined=torch.stack([o['PAMR'] for o in own]),
                          maps={'SPS': torch.stack([o['SPS'] for o in own])} if 'SPS' in own[0] else None,
-                         smr=smr or mm.cfg.smr, names=scenes.names, size=size, cache_size=cache_size)
+                         smr=smr or mm.smr_cfg, names=scenes.names, size=size, cache_size=cache_size)
         self.sound = widgets.Dropdown(options=list(zip(self.sound_names, range(B))), value=0, description='sound',
                                       style={'description_width': '4em'}, layout=widgets.Layout(width='22em'))
         self.audio = widgets.Audio(format='wav', autoplay=False, controls=True, loop=False, layout=widgets.Layout(width='20em'))
