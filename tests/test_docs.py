@@ -18,7 +18,7 @@ from conftest import ROOT
 from _browser import require_browser, chromium, is_local
 from uspl.apps.docs import nb_title
 
-SUBSET = ['index.ipynb', '00_core.ipynb', '70_apps/72_widgets.ipynb', '70_apps/75_docs.ipynb', '80_results.ipynb']
+SUBSET = ['index.ipynb', '00_core.ipynb', '70_apps/72_widgets.ipynb', '70_apps/75_docs.ipynb', '90_results.ipynb']
 # the pages of the method's components and of the method itself: each shows a figure computed by a fast cell
 FIGURE_PAGES = [f'20_components/{n}.html' for n in ('encoders', 'mmicl', 'trimap', 'affinity', 'smr', 'sps')] + ['30_methods/uspl.html']
 
