@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from PIL import Image, ImageDraw
-from ..core import atomic_write
+from ..core import atomic_write, DataConfig
 from ..data.audio import load_audio, clip_around, front_end_for
 from ..data.datasets import read_image, image_tensor
 from ..engine.runs import load_run, BEST
@@ -60,7 +60,7 @@ def localize_frame(model, # a trained registered method (`uspl.engine.runs.load_
 
 # %% ../../nbs/70_apps/73_localize.ipynb #c007
 def read_video(path, # a video file with an audio track (mp4, mkv, webm, ...)
-               sr:int=16000, # sample rate of the returned audio
+               sr:int=DataConfig.sample_rate, # sample rate of the returned audio
               ) -> tuple: # (frames [(time_sec, PIL.Image)], mono waveform [L] at `sr`, duration in seconds)
     "Every frame of `path` with its time, and its audio track as one mono waveform (PyAV)."
     import av

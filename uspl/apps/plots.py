@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import Tensor
 from matplotlib.figure import Figure
-from ..core import USPLConfig, SMRConfig, denormalize_image, minmax_norm, upsample_maps
+from ..core import USPLConfig, SMRConfig, denormalize_image, minmax_norm, upsample_maps, DataConfig
 from ..components.affinity import Affinity, local_affinity, random_walk
 from ..components.trimap import trimap_from_coarse
 
@@ -210,7 +210,7 @@ def scene_extras(ds, # a dataset of the kit (`SyntheticScenes`, `AVSBenchS4`, `V
         objs = _object_map(d.path('objects', key), d.img_size)
         names = [cat or 'sounding'] + [f'silent object {k}' for k in range(2, int(objs.max()) + 1)] if objs is not None else []
         return dict(wave=wave, sr=d.sr, objects=objs, object_names=names)
-    return dict(wave=None, sr=16000, objects=None, object_names=[])
+    return dict(wave=None, sr=DataConfig.sample_rate, objects=None, object_names=[])
 
 def read_scenes(ds, # a dataset of dict samples ('image', 'audio', optionally 'mask', 'has_mask', 'name', 'category')
                 indices, # the scenes to read

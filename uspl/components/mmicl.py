@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import NamedTuple
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
-from ..core import USPLConfig, upsample_maps
+from ..core import USPLConfig, upsample_maps, MMICLConfig
 from .encoders import VisualEncoder, build_audio_encoder
 
 # %% auto #0
@@ -60,7 +60,7 @@ def mask_augment_keep(n:int, # number of visual maps (batch size B)
 # %% ../../nbs/20_components/22_mmicl.ipynb #c018
 def av_logits(audio_emb:Tensor, # projected audio embeddings [B,C]
               visual_feats:Tensor, # projected visual maps [B,C,h,w]
-              tau:float=0.07, # temperature (Sec. 4.1)
+              tau:float=MMICLConfig.tau, # temperature (Sec. 4.1)
               keep:Tensor|None=None, # locations kept by `mask_augment_keep` [B,h*w]; None: all
               positive_only:bool=True, # apply `keep` to the positive bags (i,i) only, as Eq. 2 is written
              ) -> Tensor: # logits[i,j] = max_hw cos(a_i, v_j(h,w)) / tau [B,B]
@@ -81,7 +81,7 @@ def av_logits(audio_emb:Tensor, # projected audio embeddings [B,C]
 # %% ../../nbs/20_components/22_mmicl.ipynb #c023
 def mmicl_loss(audio_emb:Tensor, # projected audio embeddings [B,C]
                visual_feats:Tensor, # projected visual maps [B,C,h,w]
-               tau:float=0.07, # temperature (Sec. 4.1)
+               tau:float=MMICLConfig.tau, # temperature (Sec. 4.1)
                drop:float=0.5, # drop probability of the mask augmentation layer (Sec. 4.1, Table 5)
                symmetric:bool=False, # add the visual-to-audio term (summed, EZ-VSL's form)
                training:bool=True, # draw the mask only in training mode (as `F.dropout`)

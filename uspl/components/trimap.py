@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 import torch, torch.nn.functional as F
 from torch import Tensor
-from ..core import minmax_norm, check_finite, denormalize_image
+from ..core import minmax_norm, check_finite, denormalize_image, SMRConfig
 
 # %% auto #0
 __all__ = ['IGNORE', 'radius_offsets', 'neighbour_index', 'pamr_kernel', 'pamr', 'trimap', 'TriMap', 'trimap_from_coarse',
@@ -83,8 +83,8 @@ def pamr(image:Tensor, # de-normalised RGB image in [0,1] [B,3,H,W]; its size is
 IGNORE = 255 # the tri-map's "uncertain" value (Eq. 5)
 
 def trimap(m:Tensor, # refined map M_rf in [0,1] [B,h,w] or [B,1,h,w]
-           beta_l:float=0.4, # below: silent, 0 (Table 7)
-           beta_h:float=0.55, # at or above: sounding, 1 (Table 7)
+           beta_l:float=SMRConfig.beta_l, # below: silent, 0 (Table 7)
+           beta_h:float=SMRConfig.beta_h, # at or above: sounding, 1 (Table 7)
           ) -> Tensor: # tri-map, int64 in {0,1,255}, same shape as `m`
     "Tri-map of a map in [0,1]: 1 if `m >= beta_h`, 0 if `m < beta_l`, 255 otherwise (Eq. 5)."
     if not 0 < beta_l < beta_h < 1: raise ValueError(f"need 0 < beta_l < beta_h < 1, got beta_l={beta_l}, beta_h={beta_h}")
@@ -104,7 +104,7 @@ class TriMap(NamedTuple):
 def trimap_from_coarse(image:Tensor, # ImageNet-normalised frames [B,3,H,W]
                        coarse:Tensor, # coarse sounding maps M_crs, any range [B,1,h',w'] or [B,h',w']
                        size:tuple|None=None, # (h,w) of the tri-map (the affinity resolution); None: (H,W)
-                       beta_l:float=0.4, beta_h:float=0.55, # thresholds of Eq. 5 (Table 7)
+                       beta_l:float=SMRConfig.beta_l, beta_h:float=SMRConfig.beta_h, # thresholds of Eq. 5 (Table 7)
                        dilations:Sequence[int]=(1, 2, 4, 8, 12, 24), iters:int=10, # PAMR settings
                       ) -> TriMap:
     "Min-max normalise `coarse`, refine it with PAMR on the frame resized to `size` (Eq. 4), threshold it (Eq. 5)."
@@ -126,7 +126,7 @@ class AffinityLabels(NamedTuple):
     def ignored(self) -> Tensor: return ~(self.bg_pos | self.fg_pos | self.neg)
 
 def affinity_labels(tri:Tensor, # tri-map in {0,1,255} [B,h,w] or [B,1,h,w]
-                    radius:int=7, # neighbourhood radius r (Table 6)
+                    radius:int=SMRConfig.radius, # neighbourhood radius r (Table 6)
                    ) -> AffinityLabels:
     "Pairwise affinity labels Y_aff of a tri-map for every offset within `radius`, stored locally [B,K,h,w]."
     if tri.ndim == 4 and tri.shape[1] == 1: tri = tri[:, 0]

@@ -11,7 +11,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from torch import nn, Tensor
-from ..core import USPLConfig
+from ..core import USPLConfig, DataConfig
 
 # %% auto #0
 __all__ = ['FRONT_ENDS', 'load_audio', 'clip_around', 'LogSpectrogram', 'vggish_mel_matrix', 'LogMelPatches', 'front_end_name',
@@ -19,7 +19,7 @@ __all__ = ['FRONT_ENDS', 'load_audio', 'clip_around', 'LogSpectrogram', 'vggish_
 
 # %% ../../nbs/10_data/11_audio.ipynb #c006
 def load_audio(path, # an audio file soundfile can read (wav, flac, ogg)
-               sr:int=16000, # target sample rate in Hz
+               sr:int=DataConfig.sample_rate, # target sample rate in Hz
               ) -> Tensor: # mono waveform [L] float32
     "Read `path` as a mono float32 waveform resampled to `sr`."
     path = Path(path)
@@ -35,7 +35,7 @@ def load_audio(path, # an audio file soundfile can read (wav, flac, ogg)
 def clip_around(wave:Tensor, # waveform [L] or [C,L]
                 center_sec:float, # time of the frame in seconds
                 clip_sec:float, # clip length in seconds
-                sr:int=16000, # sample rate in Hz
+                sr:int=DataConfig.sample_rate, # sample rate in Hz
                ) -> Tensor: # clip [n] or [C,n] with n = round(clip_sec * sr)
     "A `clip_sec` clip of `wave` centred on `center_sec`, shifted inside the signal, tiled if too short."
     n, L = int(round(clip_sec * sr)), wave.shape[-1]
@@ -48,8 +48,8 @@ def clip_around(wave:Tensor, # waveform [L] or [C,L]
 # %% ../../nbs/10_data/11_audio.ipynb #c014
 class LogSpectrogram(nn.Module):
     "Log STFT magnitude (or power) spectrogram: wave [B,L] -> [B,1,F,T] (or [L] -> [1,F,T]), F = n_fft/2 + 1."
-    def __init__(self, n_fft:int=512, # FFT size and Hann window length: 257 bins for 512
-                 hop_length:int=160, # hop in samples: 10 ms at 16 kHz
+    def __init__(self, n_fft:int=DataConfig.n_fft, # FFT size and Hann window length: 257 bins for 512
+                 hop_length:int=DataConfig.hop_length, # hop in samples: 10 ms at 16 kHz
                  eps:float=1e-7, # offset inside the log
                  power:float=1.0): # 1: magnitude (the default), 2: power
         super().__init__()
@@ -69,7 +69,7 @@ class LogSpectrogram(nn.Module):
 # %% ../../nbs/10_data/11_audio.ipynb #c019
 def vggish_mel_matrix(n_mels:int=64, # number of mel bands
                       n_bins:int=257, # spectrogram bins (n_fft/2 + 1)
-                      sr:int=16000, # sample rate in Hz
+                      sr:int=DataConfig.sample_rate, # sample rate in Hz
                       fmin:float=125., # lower edge of the first band in Hz
                       fmax:float=7500., # upper edge of the last band in Hz
                      ) -> Tensor: # weights [n_bins,n_mels]
@@ -85,7 +85,7 @@ def vggish_mel_matrix(n_mels:int=64, # number of mel bands
 # %% ../../nbs/10_data/11_audio.ipynb #c021
 class LogMelPatches(nn.Module):
     "VGGish's input: wave [B,L] -> log-mel patches [B,P,96,64] (or [L] -> [P,96,64]), P = number of whole 0.96 s patches."
-    def __init__(self, sr:int=16000, # sample rate in Hz
+    def __init__(self, sr:int=DataConfig.sample_rate, # sample rate in Hz
                  n_mels:int=64, # mel bands
                  fmin:float=125., fmax:float=7500., # band range in Hz
                  win_sec:float=0.025, hop_sec:float=0.010, # frame window and hop in seconds
@@ -136,7 +136,7 @@ def front_end_for(cfg:USPLConfig) -> nn.Module:
     return audio_front_end(front_end_name(cfg), cfg)
 
 def make_front_end(front_end:str|nn.Module, # a front-end name or a ready module (returned as is)
-                   sr:int=16000, n_fft:int=512, hop_length:int=160, # sample rate and STFT settings
+                   sr:int=DataConfig.sample_rate, n_fft:int=DataConfig.n_fft, hop_length:int=DataConfig.hop_length, # sample rate and STFT settings
                   ) -> nn.Module:
     "A front-end from a name and explicit settings (what the datasets take)."
     if isinstance(front_end, nn.Module): return front_end

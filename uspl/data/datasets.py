@@ -12,7 +12,7 @@ from PIL import Image
 from torch import nn, Tensor
 from typing import Callable, NamedTuple
 from torch.utils.data import Dataset, Subset
-from ..core import USPLConfig, normalize_image
+from ..core import USPLConfig, normalize_image, DataConfig
 from .audio import load_audio, clip_around, make_front_end, front_end_name, LogMelPatches
 from .layouts import s4_root, s4_path, vggss_path, mask_box, VGGSS_META, VGGSS_TRAIN
 from ..metrics import gt_from_boxes
@@ -128,10 +128,10 @@ class AVSBenchS4(_Skips, Dataset):
     def __init__(self, root, # the `Single-source` folder or its parent
                  split:str='test', # 'train', 'val' or 'test'
                  frame:int=1, # 1-based frame index (the paper: 1)
-                 img_size:int=224, # output image size S
+                 img_size:int=DataConfig.img_size, # output image size S
                  front_end:str|nn.Module='logmel', # 'logmel', 'logspec' or a module on waves [L]
                  clip_sec:float=1.0, # audio clip length (the paper: 1 s)
-                 sr:int=16000, n_fft:int=512, hop_length:int=160, # audio settings
+                 sr:int=DataConfig.sample_rate, n_fft:int=DataConfig.n_fft, hop_length:int=DataConfig.hop_length, # audio settings
                  skip_missing:bool=False, # drop (and list in `skipped`) samples with missing files instead of raising
                  binarize:bool=False, # threshold non-binary masks at 128 instead of raising
                  skip_bad:bool=False): # drop (and list) samples with non-finite or silent audio or an empty mask instead of raising
@@ -245,10 +245,10 @@ class VGGSS(_Skips, Dataset):
     "VGG-Sound Source (test, with boxes) or VGG-Sound (train, no boxes) in the EZ-VSL / LVS layout."
     def __init__(self, root, # folder with frames/, audio/ and metadata/
                  split:str='test', # 'test' (boxes from the metadata) or 'train' (no ground truth)
-                 img_size:int=224, # output image size S
+                 img_size:int=DataConfig.img_size, # output image size S
                  clip_sec:float=3.0, # audio clip length centred on the frame (the paper: 3 s)
                  front_end:str|nn.Module='logmel', # 'logmel', 'logspec' or a module on waves [L]
-                 sr:int=16000, n_fft:int=512, hop_length:int=160, # audio settings
+                 sr:int=DataConfig.sample_rate, n_fft:int=DataConfig.n_fft, hop_length:int=DataConfig.hop_length, # audio settings
                  meta=None, # the json metadata (default `root/metadata/vggss.json`)
                  ids=None, # ids to use (a list or a file with one per line); default: all of the metadata (test) / on disk (train)
                  skip_missing:bool=True, # drop (and list in `skipped`) samples whose files are absent (the protocol); False: raise

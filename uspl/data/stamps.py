@@ -13,7 +13,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 from torch import Tensor
 from torch.utils.data import Dataset, DataLoader
-from ..core import USPLConfig
+from ..core import USPLConfig, DataConfig
 from ..metrics import gt_from_boxes
 from .synthetic import background_noise
 from .layouts import mask_box, s4_path, vggss_path, write_s4_sample, write_s4_meta, write_vggss_sample, write_vggss_meta
@@ -54,7 +54,7 @@ class Stamp:
 
 # %% ../../nbs/10_data/15_stamps.ipynb #c008
 def find_stamps(src, # the stamp folder (Tux Paint's layout)
-                sr:int=16000, # sample rate of the recordings, Hz
+                sr:int=DataConfig.sample_rate, # sample rate of the recordings, Hz
                 min_cover:float=0.08, # least alpha area / bounding square
                 min_side:int=64, # least longer side in pixels
                 exclude:tuple=('symbols/',), # name prefixes left out
@@ -87,7 +87,7 @@ def find_stamps(src, # the stamp folder (Tux Paint's layout)
 # %% ../../nbs/10_data/15_stamps.ipynb #c010
 def write_fake_stamps(root, # folder to write
                       n:int=4, # classes (two stamps for the first class)
-                      sr:int=16000, # sample rate of the recordings
+                      sr:int=DataConfig.sample_rate, # sample rate of the recordings
                       size:int=80, # picture size in pixels
                      ) -> Path:
     "A tiny stamp folder in Tux Paint's conventions, for tests: discs, squares and tones, plus stamps that must be skipped."
@@ -394,13 +394,13 @@ def build_stamps(src=STAMPS_DIR, # the stamp folder
                  layout:str='s4', # 's4' (masks) or 'vggss' (boxes)
                  seed:int=0, # dataset seed
                  n_train:int=2000, n_val:int=100, n_test:int=300, # scenes per split (VGGSS: no val)
-                 img_size:int=224, # frame size written (the loaders resize to `cfg.img_size`)
+                 img_size:int=DataConfig.img_size, # frame size written (the loaders resize to `cfg.img_size`)
                  progress:bool=True, # a tqdm progress bar
                  split:str='compositions', # one of `SPLIT_MODES`
                  classes:int|None=None, # sounding classes to keep (`restrict_classes`); None: every class
                  workers:int|None=None, # processes (default: the CPUs available; 1: in this process)
                  backgrounds=None, # a folder of background photos (default: scikit-image's photos)
-                 sr:int=16000, # audio sample rate
+                 sr:int=DataConfig.sample_rate, # audio sample rate
                  audio_sec:float|None=None, # wav length (default: 5 s for S4 as AVSBench, 10 s for VGGSS as VGG-Sound)
                  pairs:int=0, # two-object test images, each listed twice (once per object's sound), in `out/pairs` with `pairs.json`
                 ) -> dict: # summary: counts, area distribution, split composition, wall time

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import Dataset
-from ..core import USPLConfig, normalize_image
+from ..core import USPLConfig, normalize_image, DataConfig
 from .audio import make_front_end, front_end_name
 from .layouts import mask_box, write_s4_sample, write_s4_meta, write_vggss_sample, write_vggss_meta
 
@@ -183,7 +183,7 @@ def _tone(f_inst, sr, amps):
 def synth_sound(rng:np.random.Generator, # the scene's generator
                 label:int, # class index into `CLASSES`
                 n:int, # number of samples
-                sr:int=16000, # sample rate in Hz
+                sr:int=DataConfig.sample_rate, # sample rate in Hz
                ) -> np.ndarray: # waveform [n] float64 with unit RMS
     "The sound of one instance of class `label`."
     c, t = CLASSES[label], np.arange(n) / sr
@@ -219,8 +219,8 @@ def background_noise(rng:np.random.Generator, n:int) -> np.ndarray:
 
 # %% ../../nbs/10_data/13_synthetic.ipynb #c018
 def render_scene(rng:np.random.Generator, # the sample's generator (consumed)
-                 img_size:int=224, # image size S
-                 sr:int=16000, # audio sample rate in Hz
+                 img_size:int=DataConfig.img_size, # image size S
+                 sr:int=DataConfig.sample_rate, # audio sample rate in Hz
                  clip_sec:float=1.0, # audio length in seconds
                  snr_db:tuple=(0., 10.), # range of the sound-to-noise ratio in dB
                  max_distractors:int=3, # silent objects: 0..max_distractors, of other classes
@@ -263,15 +263,15 @@ def _visible(full, order):
 class SyntheticScenes(Dataset):
     "Deterministic synthetic sounding scenes: sample `i` depends only on (`seed`, `split`, `i`)."
     def __init__(self, n:int, # number of scenes
-                 img_size:int=224, # image size S
+                 img_size:int=DataConfig.img_size, # image size S
                  seed:int=0, # dataset seed
                  split:str='train', # 'train', 'val' or 'test'
                  front_end:str|nn.Module='logspec', # 'logspec', 'logmel' or a module on waves [L]
                  clip_sec:float=1.0, # audio length in seconds
-                 sr:int=16000, # sample rate in Hz
+                 sr:int=DataConfig.sample_rate, # sample rate in Hz
                  snr_db:tuple=(0., 10.), # sound-to-noise ratio range in dB
                  max_distractors:int=3, # silent objects per scene: 0..max_distractors
-                 n_fft:int=512, hop_length:int=160): # STFT settings of the 'logspec' front-end
+                 n_fft:int=DataConfig.n_fft, hop_length:int=DataConfig.hop_length): # STFT settings of the 'logspec' front-end
         if split not in SPLITS: raise ValueError(f"split must be one of {list(SPLITS)}, got {split!r}")
         if n < 0: raise ValueError(f"n must be >= 0, got {n}")
         self.n, self.img_size, self.seed, self.split, self.clip_sec, self.sr = n, img_size, seed, split, clip_sec, sr
