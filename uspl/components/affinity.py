@@ -187,6 +187,7 @@ def local_affinity(feats:Tensor, # affinity features F_aff [B,C,H,W]
     if kernel not in KERNELS: raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if feats.ndim != 4: raise ValueError(f"feats must be [B,C,H,W], got {tuple(feats.shape)}")
     check_finite(feats, 'feats')
+    if feats.dtype in (torch.float16, torch.bfloat16): feats = feats.float()  # autocast: L1 sums and exp in float32
     B, C, H, W = feats.shape; K = len(offsets); Kh = K // 2
     idx, valid = (t.to(feats.device) for t in neighbour_index(H, W, offsets))
     d = _pair_l1(feats, offsets, idx, valid, kernel).flatten(2)                 # one-sided offsets [B,Kh,N]
@@ -298,7 +299,8 @@ def propagate(tr:Transition, # from `local_transition`
     if tr.csr is not None and not (torch.is_grad_enabled() and m.requires_grad):
         y = x.transpose(1, 2).reshape(B * N, C)
         if C == 1: y = y.view(-1)                                  # one map: sparse matrix x vector, about 1.5x faster than x [N,1]
-        for _ in range(t): y = tr.csr @ y
+        with torch.autocast(y.device.type, enabled=False):         # in tr.T's dtype: autocast would ask for a half sparse product
+            for _ in range(t): y = tr.csr @ y
         return y.view(B, N, C).transpose(1, 2).reshape(m.shape)
     for _ in range(t): x = (tr.T[:, None] * x[:, :, tr.idx]).sum(2)
     return x.view(m.shape)
