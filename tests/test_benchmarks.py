@@ -37,3 +37,16 @@ def test_bench_refine_and_affinity_print_their_goals():
     res, out = run('bench_affinity', ['--batch', '1', '--size', '12', '--dim', '8', '--radius', '3', '--runs', '1', '--threads', '1'])
     assert 'forward:  compiled' in out and 'backward: compiled' in out
     assert res['ratio_forward'] > 0 and res['ratio_backward'] > 0
+
+def test_bench_gpu_runs_on_the_cpu_at_the_tiny_size():
+    "The GPU script, on the CPU: every part runs (fp16 with its scaler, bf16 channels-last) and every check passes."
+    res, out = run('bench_gpu', ['--device', 'cpu', '--size', 'tiny', '--modes', 'off', 'fp16', 'bf16+cl', '--reps', '1',
+                                 '--fps-batch', '1', '--threads', '1'])
+    assert out.startswith('bench_gpu: CPU') and ' torch ' in out and ' commit ' in out
+    for part in ('1. training step', '2. Table 3', '| EZ-VSL |', '| SMR |', '| SPS |', "Eq. 3 'compiled' on cpu: gradients",
+                 'sparse walk, CSR on cpu', 'checks: all pass'): assert part in out, part
+    assert [r['mode'] for r in res['steps']] == ['off', 'fp16', 'bf16+cl']
+    assert all(r['finite'] and r['ms'] > 0 and r['peak_gib'] is None for r in res['steps'])
+    assert res['ok'] and len(res['checks']) == 8 and set(res['fps'][1]) == {'EZ-VSL', 'SMR', 'SPS'}
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit): run('bench_gpu', ['--device', 'cuda', '--size', 'tiny'])
