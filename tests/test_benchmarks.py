@@ -31,9 +31,11 @@ def test_bench_efficiency_prints_table3_rows_and_both_ratio_goals():
     assert 'SPS / EZ-VSL inference time' in out and 'SMR / EZ-VSL inference time' in out
 
 def test_bench_refine_and_affinity_print_their_goals():
-    _, out = run('bench_refine', ['--batch', '1', '--size', '12', '--dim', '8', '--radius', '3', '--repeats', '1',
-                                  '--slider-repeats', '2', '--threads', '1'])
-    assert 'goal' in out
+    res, out = run('bench_refine', ['--batch', '1', '--size', '12', '--dim', '8', '--radius', '3', '--repeats', '1',
+                                    '--slider-repeats', '2', '--threads', '1', '--width-batch', '2', '--width-dim', '4'])
+    assert 'dense t products' in out and 'speed ratio at batch 2, 4 channels' in out
+    assert out.count('(goal >= 30x: met, against the faster)') + out.count('(goal >= 30x: MISSED, against the faster)') == 2
+    assert res['ratio'] > 0 and res['ratio_width'] > 0 and res['rel'] < 1e-5 and res['rel_width'] < 1e-5
     res, out = run('bench_affinity', ['--batch', '1', '--size', '12', '--dim', '8', '--radius', '3', '--runs', '1', '--threads', '1'])
     assert 'forward:  compiled' in out and 'backward: compiled' in out
     assert res['ratio_forward'] > 0 and res['ratio_backward'] > 0
