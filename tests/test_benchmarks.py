@@ -36,8 +36,10 @@ def test_bench_refine_and_affinity_print_their_goals():
     assert 'dense t products' in out and 'speed ratio at batch 2, 4 channels' in out
     assert out.count('(goal >= 30x: met, against the faster)') + out.count('(goal >= 30x: MISSED, against the faster)') == 2
     assert res['ratio'] > 0 and res['ratio_width'] > 0 and res['rel'] < 1e-5 and res['rel_width'] < 1e-5
-    res, out = run('bench_affinity', ['--batch', '1', '--size', '12', '--dim', '8', '--radius', '3', '--runs', '1', '--threads', '1'])
-    assert 'forward:  compiled' in out and 'backward: compiled' in out
+    with pytest.raises(SystemExit): run('bench_affinity', ['--clock', 'cpu', '--threads', '2'])  # CPU time counts one thread
+    res, out = run('bench_affinity', ['--batch', '1', '--size', '12', '--dim', '8', '--radius', '3', '--runs', '1', '--threads', '1',
+                                      '--clock', 'cpu'])
+    assert 'forward:  compiled' in out and 'backward: compiled' in out and 'cpu clock' in out
     assert res['ratio_forward'] > 0 and res['ratio_backward'] > 0
 
 def test_bench_gpu_runs_on_the_cpu_at_the_tiny_size():
