@@ -31,9 +31,26 @@ def test_bench_efficiency_prints_table3_rows_and_both_ratio_goals():
     assert 'SPS / EZ-VSL inference time' in out and 'SMR / EZ-VSL inference time' in out
 
 def test_bench_refine_and_affinity_print_their_goals():
-    _, out = run('bench_refine', ['--batch', '1', '--size', '12', '--dim', '8', '--radius', '3', '--repeats', '1',
-                                  '--slider-repeats', '2', '--threads', '1'])
-    assert 'goal' in out
-    res, out = run('bench_affinity', ['--batch', '1', '--size', '12', '--dim', '8', '--radius', '3', '--runs', '1', '--threads', '1'])
-    assert 'forward:  compiled' in out and 'backward: compiled' in out
+    res, out = run('bench_refine', ['--batch', '1', '--size', '12', '--dim', '8', '--radius', '3', '--repeats', '1',
+                                    '--slider-repeats', '2', '--threads', '1', '--width-batch', '2', '--width-dim', '4'])
+    assert 'dense t products' in out and 'speed ratio at batch 2, 4 channels' in out
+    assert out.count('(goal >= 30x: met, against the faster)') + out.count('(goal >= 30x: MISSED, against the faster)') == 2
+    assert res['ratio'] > 0 and res['ratio_width'] > 0 and res['rel'] < 1e-5 and res['rel_width'] < 1e-5
+    with pytest.raises(SystemExit): run('bench_affinity', ['--clock', 'cpu', '--threads', '2'])  # CPU time counts one thread
+    res, out = run('bench_affinity', ['--batch', '1', '--size', '12', '--dim', '8', '--radius', '3', '--runs', '1', '--threads', '1',
+                                      '--clock', 'cpu'])
+    assert 'forward:  compiled' in out and 'backward: compiled' in out and 'cpu clock' in out
     assert res['ratio_forward'] > 0 and res['ratio_backward'] > 0
+
+def test_bench_gpu_runs_on_the_cpu_at_the_tiny_size():
+    "The GPU script, on the CPU: every part runs (fp16 with its scaler, bf16 channels-last) and every check passes."
+    res, out = run('bench_gpu', ['--device', 'cpu', '--size', 'tiny', '--modes', 'off', 'fp16', 'bf16+cl', '--reps', '1',
+                                 '--fps-batch', '1', '--threads', '1'])
+    assert out.startswith('bench_gpu: CPU') and ' torch ' in out and ' commit ' in out
+    for part in ('1. training step', '2. Table 3', '| EZ-VSL |', '| SMR |', '| SPS |', "Eq. 3 'compiled' on cpu: gradients",
+                 'sparse walk, CSR on cpu', 'checks: all pass'): assert part in out, part
+    assert [r['mode'] for r in res['steps']] == ['off', 'fp16', 'bf16+cl']
+    assert all(r['finite'] and r['ms'] > 0 and r['peak_gib'] is None for r in res['steps'])
+    assert res['ok'] and len(res['checks']) == 8 and set(res['fps'][1]) == {'EZ-VSL', 'SMR', 'SPS'}
+    if not torch.cuda.is_available():
+        with pytest.raises(SystemExit): run('bench_gpu', ['--device', 'cuda', '--size', 'tiny'])
