@@ -9,7 +9,7 @@ from typing import NamedTuple, Sequence
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from ..core import check_finite
+from ..core import check_finite, SMRConfig
 from .trimap import radius_offsets, neighbour_index, AffinityLabels
 
 # %% auto #0
@@ -187,7 +187,7 @@ def _pair_l1(feats:Tensor, offsets:Tensor, idx:Tensor, valid:Tensor, kernel:str)
     return _PairL1.apply(feats, [tuple(o) for o in offsets[:Kh].tolist()])
 
 def local_affinity(feats:Tensor, # affinity features F_aff [B,C,H,W]
-                   radius:int=7, # neighbourhood radius r: offsets with dy^2+dx^2 < r^2 (Table 6)
+                   radius:int=SMRConfig.radius, # neighbourhood radius r: offsets with dy^2+dx^2 < r^2 (Table 6)
                    reduce:str='sum', # 'sum': L1 norm as Eq. 3 is written; 'mean': PSA's mean over channels
                    kernel:str='auto', # 'eager' (`_PairL1`), 'compiled' (`_PairL1Fused`, torch.compile) or 'auto': compiled for large calls
                   ) -> Affinity:
@@ -208,7 +208,7 @@ def local_affinity(feats:Tensor, # affinity features F_aff [B,C,H,W]
 
 # %% ../../nbs/20_components/24_affinity.ipynb #c015
 def dense_affinity(feats:Tensor, # affinity features [B,C,H,W]
-                   radius:int=7, reduce:str='sum',
+                   radius:int=SMRConfig.radius, reduce:str='sum',
                   ) -> Tensor: # A [B,HW,HW] float64, 0 beyond the radius
     "Reference: the dense affinity matrix of Eq. 3 (O((HW)^2) memory; tests and benchmarks only)."
     _check_reduce(reduce); radius_offsets(radius)
@@ -222,7 +222,7 @@ def dense_affinity(feats:Tensor, # affinity features [B,C,H,W]
 
 def dense_refine(feats:Tensor, # affinity features [B,C,H,W]
                  m:Tensor, # maps [B,Cm,H,W]
-                 radius:int=7, beta:float=10., t:int=8, reduce:str='sum',
+                 radius:int=SMRConfig.radius, beta:float=SMRConfig.beta, t:int=SMRConfig.t, reduce:str='sum',
                 ) -> Tensor: # T^t vec(m) [B,Cm,H,W] float64
     "Reference: Eqs. 3, 7, 8 with dense HW x HW matrices and a matrix power (tests and benchmarks only)."
     A = dense_affinity(feats, radius, reduce).pow(beta)
@@ -273,7 +273,7 @@ def _check_beta(beta):
         raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
 
 def local_transition(aff:Affinity, # local affinities from `local_affinity`
-                     beta:float=10., # power of A (Table 8)
+                     beta:float=SMRConfig.beta, # power of A (Table 8)
                     ) -> Transition:
     "The random walk's transition T = D^-1 A^beta with D the row sums, stored per offset (Eq. 7)."
     if not isinstance(aff, Affinity): raise TypeError(f"aff must be an Affinity (see local_affinity), got {type(aff).__name__}")
@@ -295,7 +295,7 @@ def _check_steps(t, logt):
 
 def propagate(tr:Transition, # from `local_transition`
               m:Tensor, # maps [B,Cm,H,W] (cast to the dtype of `tr.T`)
-              t:int=8, # number of random-walk steps
+              t:int=SMRConfig.t, # number of random-walk steps
              ) -> Tensor: # T^t vec(m) [B,Cm,H,W]
     "Random-walk propagation M_fine = T^t vec(M) as `t` local steps (Eq. 8)."
     t = _check_steps(t, None)
@@ -316,8 +316,8 @@ def propagate(tr:Transition, # from `local_transition`
 
 def random_walk(aff:Affinity, # local affinities from `local_affinity`
                 m:Tensor, # coarse maps M_crs [B,Cm,H,W]
-                beta:float=10., # power of A (Eq. 7, Table 8)
-                t:int=8, # number of steps (Eq. 8, Table 8; see above)
+                beta:float=SMRConfig.beta, # power of A (Eq. 7, Table 8)
+                t:int=SMRConfig.t, # number of steps (Eq. 8, Table 8; see above)
                 logt:int|None=None, # PSA's convention: if given, 2**logt steps (overrides `t`)
                ) -> Tensor: # M_fine [B,Cm,H,W]
     "M_fine = (D^-1 A^beta)^t vec(M_crs), computed locally (Eqs. 7-8)."
@@ -325,7 +325,7 @@ def random_walk(aff:Affinity, # local affinities from `local_affinity`
 
 def refine(feats:Tensor, # affinity features F_aff [B,C,H,W]
            m:Tensor, # coarse maps at the same resolution [B,Cm,H,W]
-           radius:int=7, beta:float=10., t:int=8, # Table 6 and 8
+           radius:int=SMRConfig.radius, beta:float=SMRConfig.beta, t:int=SMRConfig.t, # Table 6 and 8
            reduce:str='sum', # see `local_affinity`
            logt:int|None=None, # see `random_walk`
            kernel:str='auto', # Eq. 3's kernel, see `local_affinity`

@@ -82,7 +82,7 @@ def av_logits(audio_emb:Tensor, # projected audio embeddings [B,C]
 def mmicl_loss(audio_emb:Tensor, # projected audio embeddings [B,C]
                visual_feats:Tensor, # projected visual maps [B,C,h,w]
                tau:float=MMICLConfig.tau, # temperature (Sec. 4.1)
-               drop:float=0.5, # drop probability of the mask augmentation layer (Sec. 4.1, Table 5)
+               drop:float=MMICLConfig.drop, # drop probability of the mask augmentation layer (Sec. 4.1, Table 5)
                symmetric:bool=False, # add the visual-to-audio term (summed, EZ-VSL's form)
                training:bool=True, # draw the mask only in training mode (as `F.dropout`)
                positive_only:bool=True, # mask the positive bags only, as Eq. 2 is written
