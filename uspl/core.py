@@ -4,7 +4,7 @@
 
 # %% ../nbs/00_core.ipynb #c001
 from __future__ import annotations
-import os, random, tempfile, dataclasses, json
+import os, random, tempfile, dataclasses, json, contextlib
 from dataclasses import dataclass, field, asdict, fields, replace
 from pathlib import Path
 import numpy as np
@@ -16,7 +16,8 @@ from torch import Tensor
 __all__ = ['OPTIMIZERS', 'FREEZE_BN', 'GROUPS', 'SHARED_GROUPS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'ConfigGroup', 'between',
            'positive', 'nonneg', 'one_of', 'DataConfig', 'EncoderConfig', 'MMICLConfig', 'SMRConfig', 'SPSConfig',
            'TrainConfig', 'register_group', 'USPLConfig', 'normalize_image', 'denormalize_image', 'minmax_norm',
-           'upsample_maps', 'check_finite', 'seed_everything', 'atomic_write', 'atomic_save']
+           'upsample_maps', 'check_finite', 'seed_everything', 'freeze_batchnorm', 'eval_mode', 'atomic_write',
+           'atomic_save']
 
 # %% ../nbs/00_core.ipynb #c006
 def _kind(f) -> str:
@@ -358,6 +359,20 @@ def seed_everything(seed:int) -> torch.Generator:
     "Seed Python, NumPy and torch; return a `torch.Generator` seeded with `seed`."
     random.seed(seed); np.random.seed(seed % 2**32); torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+# %% ../nbs/00_core.ipynb #core-mstate
+def freeze_batchnorm(module:torch.nn.Module) -> torch.nn.Module:
+    "Every BatchNorm layer of `module` in eval mode (running statistics used and kept); returns `module`."
+    for m in module.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm): m.eval()
+    return module
+
+@contextlib.contextmanager
+def eval_mode(module:torch.nn.Module):
+    "Run the block with `module` in eval mode; its train/eval state comes back afterwards, also on an error."
+    was = module.training; module.eval()
+    try: yield module
+    finally: module.train(was)
 
 # %% ../nbs/00_core.ipynb #c031
 def _umask() -> int:

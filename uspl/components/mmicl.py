@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import NamedTuple
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
-from ..core import USPLConfig, upsample_maps, MMICLConfig
+from ..core import USPLConfig, upsample_maps, MMICLConfig, freeze_batchnorm, eval_mode
 from .encoders import VisualEncoder, build_audio_encoder
 
 # %% auto #0
@@ -121,9 +121,7 @@ class MMICL(nn.Module):
     def train(self, mode:bool=True):
         "Train mode; the BatchNorm layers chosen by `cfg.freeze_bn` ('visual': f_v's, 'all': every one) stay in eval mode."
         super().train(mode)
-        if mode and self.cfg.freeze_bn != 'none':
-            for m in (self if self.cfg.freeze_bn == 'all' else self.visual).modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
+        if mode and self.cfg.freeze_bn != 'none': freeze_batchnorm(self if self.cfg.freeze_bn == 'all' else self.visual)
         return self
 
     def forward(self, image:Tensor, # normalised images [B,3,H,W]
@@ -148,8 +146,5 @@ class MMICL(nn.Module):
                 audio:Tensor, # audio in the audio encoder's format
                ) -> Tensor: # sounding probabilities in [0,1] [B,H,W]
         "Coarse maps at image size: bilinear upsampling and per-image min-max normalisation."
-        was = self.training
-        self.eval()
-        try: c = self(image, audio).coarse
-        finally: self.train(was)
+        with eval_mode(self): c = self(image, audio).coarse
         return upsample_maps(c, image.shape[-2:])

@@ -10,7 +10,7 @@ from typing import Callable, NamedTuple
 import torch, torch.nn.functional as F
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
-from ..core import USPLConfig, ConfigGroup, between, nonneg, upsample_maps, atomic_save
+from ..core import USPLConfig, ConfigGroup, between, nonneg, upsample_maps, atomic_save, eval_mode
 from .base import Method, Stage, register_method, _identity
 from ..components.mmicl import MMICL
 from .ezvsl import EZVSL
@@ -102,13 +102,11 @@ def pseudo_labels(model, # an `ICL` (or any model with `.mmicl`)
                  ) -> PseudoLabels:
     "Sounding regions (top `rho` of each coarse map) and audio clusters of every training sample, by the model as it stands."
     device = torch.device(device) if device is not None else next(model.parameters()).device
-    was = model.training; model.eval()
     maps, embs = [], []
-    try:
+    with eval_mode(model):
         for b in DataLoader(ds, batch_size=batch_size, shuffle=False):
             o = model.mmicl(b['image'].to(device), b['audio'].to(device))
             maps.append(o.coarse.float().cpu()); embs.append(F.normalize(o.a_emb.float(), dim=1).cpu())
-    finally: model.train(was)
     centres, cluster = kmeans(torch.cat(embs), clusters, kmeans_iters, torch.Generator().manual_seed(seed))
     return PseudoLabels(sounding_region(torch.cat(maps), rho), cluster, centres)
 
