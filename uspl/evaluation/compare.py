@@ -156,7 +156,7 @@ def check_goals(rows:list, # every row (learned rows with a seed, baselines with
         goals.append(_goal('std over seeds of every learned row <= 3 mIoU points', s <= 3, f"largest: {k[0]}/{k[1]} {s:.2f}"))
     return goals
 
-# %% ../../nbs/60_evaluation/61_compare.ipynb #c019
+# %% ../../nbs/60_evaluation/61_compare.ipynb #c017b
 STEP_COST = {  # a method's training time per optimiser step relative to EZ-VSL's at the `cpu` size (1 when absent):
     'uspl': 1.3,  # measured in one process at one thread: 3 warm-up epochs ~1x, 2 epochs of Eq. 11 ~1.9x at stride 4
 }
@@ -253,7 +253,7 @@ class Progress:
             self.tick(force=True)
             if self.tty: self.stream.write('\n'); self.stream.flush(); self.width = 0
 
-# %% ../../nbs/60_evaluation/61_compare.ipynb #c023
+# %% ../../nbs/60_evaluation/61_compare.ipynb #c019
 def _train_run(method:str, cfg:USPLConfig, splits:dict, run:Path, progress:bool, log,
                on_step=None, # on_step(step, what): the run's steps done over all its stages, e.g. 'epoch 2/5' (a `Progress`)
               ) -> None:
@@ -430,7 +430,7 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
     log(md)
     return res
 
-# %% ../../nbs/60_evaluation/61_compare.ipynb #c029
+# %% ../../nbs/60_evaluation/61_compare.ipynb #c025
 _WORKER = {}  # a training worker's datasets, stop event and progress queue, set once by `_init_worker` (empty in the parent)
 
 def _init_worker(threads:int, # CPU threads of this worker's trainings
@@ -481,7 +481,7 @@ def _train_job(method:str, cfg:USPLConfig, run:Path) -> dict|None:
     finally: signal.signal(signal.SIGINT, signal.SIG_IGN)
     return dict(log=msgs, wall_s=wall, rows=rows)
 
-# %% ../../nbs/60_evaluation/61_compare.ipynb #c031
+# %% ../../nbs/60_evaluation/61_compare.ipynb #c027
 def _submit(pool, *args):
     "`pool.submit(*args)` with Ctrl-C ignored meanwhile: a worker it starts inherits that, so only a training takes Ctrl-C there."
     if threading.current_thread() is not threading.main_thread(): return pool.submit(*args)
@@ -502,7 +502,7 @@ def _stop_pool(pool, stop, grace:float=10.):
     for p in procs:
         if p.is_alive(): p.terminate(); p.join()
 
-# %% ../../nbs/60_evaluation/61_compare.ipynb #c032
+# %% ../../nbs/60_evaluation/61_compare.ipynb #c028
 def train_parallel(out:Path, # the comparison's folder (its runs/)
                    methods:list, seeds:list,
                    base:USPLConfig, # the base config (its seed and method are replaced per run)
