@@ -216,8 +216,8 @@ class Progress:
         with self.lock:
             tot, done, eta = sum(self.totals.values()), sum(self.done.values()), self.eta()
             doing = ', '.join(f'{k} {v}' for k, v in self.doing.items())
-            return (f"progress: {done}/{tot} steps ({100 * done / max(tot, 1):.0f}%)" + (f" | {doing}" if doing else '')
-                    + f" | elapsed {_hms(self.clock() - self.t0)} | left " + ('?' if eta is None else f'~{_hms(eta)}'))
+            return (f"progress: {done}/{tot} steps ({100 * done / max(tot, 1):.0f}%) | elapsed {_hms(self.clock() - self.t0)} | left "
+                    + ('?' if eta is None else f'~{_hms(eta)}') + (f" | {doing}" if doing else ''))  # what may be cut at a terminal's edge: last
 
     def tick(self, force:bool=False):
         "Show the display if `every` seconds passed since it was last shown (or `force`)."
