@@ -186,6 +186,7 @@ class Progress:
     def update(self, run:str, step:int, # steps of `run` done, over all its stages
                what:str='training'): # what it does now, e.g. 'epoch 2/5'
         "A running training's progress."
+        if run not in self.totals: return  # not one of this display's runs: a display never stops a comparison
         with self.lock:
             if run not in self.base: self.base[run] = step; self.t_first = self.t_first or self.clock()
             self.done[run] = min(step, self.totals[run]); self.doing[run] = what
@@ -198,6 +199,7 @@ class Progress:
 
     def finish(self, run:str):
         "`run` is trained (or was, before this call) and scored: all its steps done, no longer shown as running."
+        if run not in self.totals: return
         with self.lock:
             self.base.setdefault(run, self.totals[run]); self.done[run] = self.totals[run]; self.doing.pop(run, None)
         self.tick(force=True)
