@@ -58,6 +58,16 @@ def test_demo_tiny_writes_its_outputs(tmp_path):
     assert '| method | path | seeds | mIoU | F-score | cIoU | AUC |' in md and 'Quality goals:' in md and 'Only 2 seed(s)' in md
     assert md.strip() in r.stdout
     for f in ('figure.png', 'results.png'): assert (tmp_path/'out'/f).stat().st_size > 0
+    assert 'progress: 16/16 steps (100%)' in r.stderr, r.stderr[-3000:]  # the one progress display (2 seeds x 2 methods x 4 steps)
+
+def test_compare_jobs_progress_lines(tmp_path):
+    "`uspl compare --jobs 2` not on a terminal: plain progress lines with the steps' total and, once steps were timed, an estimate."
+    r = uspl('compare', '--size', 'tiny', '--methods', 'ezvsl,uspl', '--seeds', '0,1', '--jobs', '2', '--out', str(tmp_path/'c'))
+    assert r.returncode == 0, r.stderr[-3000:]
+    lines = [l for l in r.stderr.splitlines() if l.startswith('progress: ')]
+    assert '\r' not in r.stderr and lines[0].startswith('progress: 0/16 steps (0%)') and lines[-1].startswith('progress: 16/16 steps (100%)'), lines
+    assert any(' | left ~' in l for l in lines) and all(' | elapsed ' in l for l in lines), lines
+    assert 'uspl-s0: started in a worker process' in r.stdout and 'uspl-s0: finished in' in r.stdout, r.stdout[-3000:]
 
 def test_data_stamps_pairs(tmp_path):
     "`uspl data stamps --pairs N` on a tiny fake stamp folder: the ordinary scenes, N pair images listed twice, pairs.json; bad N exits 2."

@@ -22,7 +22,7 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f'{self.prog}: error: {message}')
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
-_JOBS_HELP = ('N trainings at a time, each in a worker process with 1/N of the CPU threads and no progress bars: more '
+_JOBS_HELP = ('N trainings at a time, each in a worker process with 1/N of the CPU threads, the longest first: more '
                'throughput (long trainings end sooner in all), each training slower; 1: one after the other (see uspl.evaluation.compare)')
 
 def _csv(kind):
@@ -110,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument('--size', choices=('cpu', 'tiny'), default='cpu', help="the demo's sizes")
     g.add_argument('--config', help='JSON config file instead of a size')
     c.add_argument('--no-imagenet', action='store_true', help='with --size cpu: the visual encoder from scratch')
-    c.add_argument('--no-progress', action='store_true', help='no progress bars')
+    c.add_argument('--no-progress', action='store_true', help='no progress display (steps done, each training\'s epoch, time left)')
     c.add_argument('--jobs', type=int, default=1, metavar='N', help=_JOBS_HELP)
     l = sub.add_parser('localize', formatter_class=_FMT, help="a trained run on one's own image and sound, or video",
                        description="Localise the sounding object in one's own media with a trained run: writes overlay PNGs "

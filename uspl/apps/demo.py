@@ -84,8 +84,8 @@ def run_demo(out:str|Path='demo_out', # output folder
             ) -> dict:
     "`uspl compare` on the synthetic scenes at a CPU size, plus the efficiency of each path and a figure of the maps."
     t0, out = time.time(), Path(out)
-    # with workers there are no progress bars: their start and end lines are shown instead (the compare's tables are not)
-    said = (lambda s: None if s.startswith('# uspl compare') else log(s)) if jobs > 1 else (lambda *a: None)
+    # the trainings' start and end lines are shown (with the progress display), the compare's tables are not: the demo's follow
+    said = lambda s: None if s.startswith('# uspl compare') else log(s)
     res = run_compare(out, methods, seeds, 'synthetic', size=size, progress=progress, log=said, jobs=jobs)
     cfg = size_config(size, seeds[0])
     test = SyntheticScenes.from_config(cfg, 'test', 4)

@@ -188,6 +188,7 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
         progress:bool=True, # tqdm progress bars (main process only)
         env:DistEnv|None=None, # process placement; from `init_distributed()` when None
         overwrite:bool=False, # replace a run the folder already holds (otherwise refused unless `resume`)
+        on_step:Callable|None=None, # on_step(epoch, epochs, step, steps) after every optimiser step (main process): progress displays
        ) -> dict:
     "Train `model` for `cfg.warmup_epochs + cfg.epochs` epochs; return the final state (history included)."
     env = env or init_distributed()
@@ -259,6 +260,7 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
                 if env.main:
                     log.write(json.dumps(dict(epoch=epoch, step=state['global_step'], **logged)) + '\n'); log.flush()
                     bar.set_postfix(loss=f"{logged['loss']:.4f}")
+                    if on_step is not None: on_step(epoch + 1, total, state['global_step'], total * len(batches))  # 1-based epoch
                 if cfg.ckpt_every and state['global_step'] % cfg.ckpt_every == 0: save()
                 if max_steps is not None and state['global_step'] >= max_steps:
                     save(); return state
@@ -297,6 +299,7 @@ def train_method(model:nn.Module, # a method (`uspl.methods.base.Method`): `loss
                  max_steps:int|None=None, # stop once this many optimiser steps are done over all stages
                  progress:bool=True, env:DistEnv|None=None,
                  overwrite:bool=False, # replace a run the folder holds (otherwise refused unless `resume`)
+                 on_step:Callable|None=None, # `fit`'s, with the stage index first: on_step(stage, epoch, epochs, step, steps)
                 ) -> dict:
     "Train every stage of `model` with `fit`: into `out` for a one-stage method, into its stage folders (`stage_dir`) for a staged one."
     env, out = env or init_distributed(), Path(out)
@@ -304,7 +307,7 @@ def train_method(model:nn.Module, # a method (`uspl.methods.base.Method`): `loss
     if not getattr(model, 'staged', False):
         stage = model.stages()[0]
         ds = model.enter_stage(stage, train_ds, out, env.device, env.main)
-        try: return fit(model, ds, stage.cfg, out, resume=resume, overwrite=overwrite, **kw)
+        try: return fit(model, ds, stage.cfg, out, resume=resume, overwrite=overwrite, on_step=on_step and partial(on_step, 0), **kw)
         finally: model.exit_stage()
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
@@ -326,7 +329,7 @@ def train_method(model:nn.Module, # a method (`uspl.methods.base.Method`): `loss
         ds = model.enter_stage(stage, train_ds, d, env.device, env.main)
         try:
             again = resume and (d/LAST).is_file()  # a begun stage continues; one not begun starts in its folder
-            st = fit(model, ds, stage.cfg, d, resume=again, overwrite=overwrite or (resume and not again), **{**kw, 'max_steps': left})
+            st = fit(model, ds, stage.cfg, d, resume=again, overwrite=overwrite or (resume and not again), on_step=on_step and partial(on_step, k), **{**kw, 'max_steps': left})
         finally: model.exit_stage()
         st = dict(global_step=st['global_step'], epoch=st['epoch'], history=st['history'])
         done.append(st); trained = True

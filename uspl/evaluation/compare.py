@@ -4,8 +4,9 @@
 
 # %% ../../nbs/60_evaluation/61_compare.ipynb #c001
 from __future__ import annotations
-import json, os, platform, time, math, shutil, statistics, pickle, signal, tempfile, threading, multiprocessing
+import json, os, sys, platform, time, math, shutil, statistics, pickle, signal, tempfile, threading, multiprocessing, queue
 from concurrent.futures import ProcessPoolExecutor, wait, FIRST_COMPLETED
+from functools import partial
 from pathlib import Path
 import numpy as np
 import torch
@@ -20,14 +21,14 @@ from ..engine.train import evaluate_dataset, train_method, DistEnv
 from ..components.encoders import offline_weights
 
 # %% auto #0
-__all__ = ['SIZES', 'PACKAGED_WEIGHTS', 'BASELINE_ROWS', 'METRICS', 'CLAIMS', 'REUSE_IGNORES', 'size_config', 'InMemory',
-           'compare_splits', 'score_baselines', 'summarize', 'paired', 'check_goals', 'threads_note',
-           'results_markdown', 'run_compare', 'train_parallel']
+__all__ = ['SIZES', 'PACKAGED_WEIGHTS', 'BASELINE_ROWS', 'METRICS', 'CLAIMS', 'STEP_COST', 'REUSE_IGNORES', 'size_config',
+           'InMemory', 'compare_splits', 'score_baselines', 'summarize', 'paired', 'check_goals', 'Progress',
+           'threads_note', 'results_markdown', 'run_compare', 'train_parallel']
 
 # %% ../../nbs/60_evaluation/61_compare.ipynb #c006
 SIZES = {
     # the main job on 2 CPU cores; its visual encoder starts from the ImageNet MobileNetV2 of a pip package
-    'cpu': dict(img_size=96, visual_backbone='mobilenetv2_100', visual_out_indices=(0, 1, 2), freeze_bn='visual',
+    'cpu': dict(img_size=96, visual_backbone='mobilenetv2_100', visual_out_indices=(1, 2), freeze_bn='visual',
                 audio_encoder='vggish_small', embed_dim=128, aff_dim=64, fpn_dim=64, head_dim=32, aspp_dim=32, batch_size=16,
                 lr=1e-3, epochs=2, synth_train=2048, synth_val=128, synth_test=256, num_workers=0, eval_path='sps',
                 iter_epochs=2),  # ICL: iteration 0 as EZ-VSL (5 epochs), then 2 epochs per pseudo-label iteration
@@ -155,8 +156,109 @@ def check_goals(rows:list, # every row (learned rows with a seed, baselines with
         goals.append(_goal('std over seeds of every learned row <= 3 mIoU points', s <= 3, f"largest: {k[0]}/{k[1]} {s:.2f}"))
     return goals
 
+# %% ../../nbs/60_evaluation/61_compare.ipynb #c017b
+STEP_COST = {  # a method's training time per optimiser step relative to EZ-VSL's at the `cpu` size (1 when absent):
+    'uspl': 1.3,  # measured in one process at one thread: 3 warm-up epochs ~1x, 2 epochs of Eq. 11 ~1.9x at stride 4
+}
+
+def _hms(s:float) -> str:
+    "Seconds as '1h02m', '3m05s' or '42s'."
+    s = int(round(s))
+    if s >= 3600: return f'{s // 3600}h{s % 3600 // 60:02d}m'
+    return f'{s // 60}m{s % 60:02d}s' if s >= 60 else f'{s}s'
+
+class Progress:
+    "One progress display for a comparison's trainings: steps done of the total, what each running one does, elapsed time, time left."
+    def __init__(self, totals:dict, # run name -> its optimiser steps over all its stages
+                 weights:dict|None=None, # run name -> relative cost of one of its steps (the estimate's weights; 1 when absent)
+                 stream=None, # where the display goes (`sys.stderr` when None)
+                 tty:bool|None=None, # one line rewritten in place; None: whether `stream` is a terminal
+                 every:float|None=None, # seconds between refreshes (None: 1 on a terminal, 20 for plain lines)
+                 clock=time.monotonic):
+        self.totals = dict(totals); self.w = {k: float((weights or {}).get(k, 1.)) for k in self.totals}
+        self.stream = stream if stream is not None else sys.stderr
+        self.tty = bool(getattr(self.stream, 'isatty', lambda: False)()) if tty is None else tty
+        self.every = every if every is not None else (1. if self.tty else 20.)
+        self.clock, self.t0, self.last, self.t_first = clock, clock(), None, None
+        self.done, self.base, self.doing = {k: 0 for k in self.totals}, {}, {}  # steps; steps when first seen (not timed); run -> what
+        self.width, self.lock, self._stop = 0, threading.RLock(), threading.Event()
+
+    def update(self, run:str, step:int, # steps of `run` done, over all its stages
+               what:str='training'): # what it does now, e.g. 'epoch 2/5'
+        "A running training's progress."
+        if run not in self.totals: return  # not one of this display's runs: a display never stops a comparison
+        with self.lock:
+            if run not in self.base: self.base[run] = step; self.t_first = self.t_first or self.clock()
+            self.done[run] = min(step, self.totals[run]); self.doing[run] = what
+        self.tick()
+
+    def status(self, run:str, what:str):
+        "What `run` does now (e.g. 'scoring'), its steps unchanged."
+        with self.lock: self.doing[run] = what
+        self.tick()
+
+    def finish(self, run:str):
+        "`run` is trained (or was, before this call) and scored: all its steps done, no longer shown as running."
+        if run not in self.totals: return
+        with self.lock:
+            self.base.setdefault(run, self.totals[run]); self.done[run] = self.totals[run]; self.doing.pop(run, None)
+        self.tick(force=True)
+
+    def eta(self) -> float|None:
+        "Seconds left by the weighted steps done per second so far (None until a step was timed)."
+        with self.lock:
+            left = sum(self.w[k] * (self.totals[k] - self.done[k]) for k in self.totals)
+            timed = sum(self.w[k] * (self.done[k] - b) for k, b in self.base.items())
+            if left <= 0: return 0.
+            if timed <= 0 or self.t_first is None: return None
+            return left * (self.clock() - self.t_first) / timed
+
+    def line(self) -> str:
+        "The display's text."
+        with self.lock:
+            tot, done, eta = sum(self.totals.values()), sum(self.done.values()), self.eta()
+            doing = ', '.join(f'{k} {v}' for k, v in self.doing.items())
+            return (f"progress: {done}/{tot} steps ({100 * done / max(tot, 1):.0f}%) | elapsed {_hms(self.clock() - self.t0)} | left "
+                    + ('?' if eta is None else f'~{_hms(eta)}') + (f" | {doing}" if doing else ''))  # what may be cut at a terminal's edge: last
+
+    def tick(self, force:bool=False):
+        "Show the display if `every` seconds passed since it was last shown (or `force`)."
+        with self.lock:
+            now = self.clock()
+            if not force and self.last is not None and now - self.last < self.every: return
+            self.last, s = now, self.line()
+            if self.tty:
+                s = s[:max(20, shutil.get_terminal_size().columns - 1)]
+                self.stream.write('\r' + s.ljust(self.width)); self.width = len(s)
+            else: self.stream.write(s + '\n')
+            self.stream.flush()
+
+    def wrap(self, log):
+        "`log` that first clears the display's line on a terminal (and shows it again after)."
+        def say(msg):
+            with self.lock:
+                if self.tty and self.width: self.stream.write('\r' + ' ' * self.width + '\r'); self.stream.flush(); self.width = 0
+                log(msg)
+                if self.tty: self.tick(force=True)
+        return say
+
+    def start(self):
+        "Refresh the display from a thread meanwhile (elapsed time and estimate move while nothing reports)."
+        def loop():
+            while not self._stop.wait(min(self.every, 1.)): self.tick()
+        self.tick(force=True); threading.Thread(target=loop, daemon=True).start(); return self
+
+    def close(self):
+        "Stop refreshing; show the display a last time (and end its line on a terminal)."
+        self._stop.set()
+        with self.lock:
+            self.tick(force=True)
+            if self.tty: self.stream.write('\n'); self.stream.flush(); self.width = 0
+
 # %% ../../nbs/60_evaluation/61_compare.ipynb #c019
-def _train_run(method:str, cfg:USPLConfig, splits:dict, run:Path, progress:bool, log) -> None:
+def _train_run(method:str, cfg:USPLConfig, splits:dict, run:Path, progress:bool, log,
+               on_step=None, # on_step(step, what): the run's steps done over all its stages, e.g. 'epoch 2/5' (a `Progress`)
+              ) -> None:
     "Train `method` into `run` unless it is finished (and trained with this config); resume an interrupted run."
     if read_done(run) is not None: _check_reuse(method, cfg, run); log(f'{run.name}: finished, reused'); return
     cls = get_method(method)
@@ -166,9 +268,27 @@ def _train_run(method:str, cfg:USPLConfig, splits:dict, run:Path, progress:bool,
     seed_everything(cfg.seed); model = build_method(cfg, method)  # the same initial weights for every method of a seed
     val, path = splits['val'], model.default_path
     ev = (lambda m: evaluate_dataset(m, val, path)) if val is not None else None
+    hook = None
+    if on_step is not None:
+        per = _stage_steps(model, len(splits['train'])); at = [sum(per[:k]) for k in range(len(per))]
+        hook = lambda k, e, es, s, ss: on_step(at[k] + s, (f'iteration {k}, ' if len(per) > 1 else '') + f'epoch {e}/{es}')
     t0 = time.time()
-    st = train_method(model, splits['train'], run, evaluate=ev, resume=resume, progress=progress, env=DistEnv())
+    st = train_method(model, splits['train'], run, evaluate=ev, resume=resume, progress=progress, env=DistEnv(), on_step=hook)
     write_done(run, dict(steps=st['global_step'], wall_s=time.time() - t0))
+
+def _stage_steps(model, n:int) -> list:
+    "The optimiser steps of each stage of `model` on `n` training samples (one process)."
+    return [(s.cfg.warmup_epochs + s.cfg.epochs) * (n // s.cfg.batch_size) for s in model.stages()]
+
+def _score_run(method:str, seed:int, run:Path, test) -> list:
+    "The rows of every inference path of the finished `run` on `test` (a staged method also at its first stage, the control of its goal)."
+    rows = []
+    for name, it in [(method, None)] + ([(f'{method}-iter0', 0)] if get_method(method).staged else []):
+        model, _ = load_run(run, iteration=it)
+        for p in model.paths:
+            r = evaluate_dataset(model, test, p, batch_size=32)
+            rows.append(dict(method=name, path=p, seed=seed, **{k: r[k] for k in METRICS}, n=r['n']))
+    return rows
 
 REUSE_IGNORES = ('num_workers', 'ckpt_every') # config fields that do not change what a finished run learned
 
@@ -259,8 +379,9 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
                 size:str='cpu', # a key of `SIZES` (ignored when `cfg` is given)
                 cfg:USPLConfig|None=None, # the base config (its seed is replaced by each seed)
                 imagenet:bool=True, # with `size`: start the visual encoder from the packaged ImageNet weights
-                progress:bool=True, log=print,
-                jobs:int=1, # trainings at a time, each in a worker process (no progress bars); 1: one after the other here
+                progress:bool=True, # one progress display for all the trainings (`Progress`, on stderr)
+                log=print,
+                jobs:int=1, # trainings at a time, each in a worker process; 1: one after the other here
                ) -> dict:
     "Train each method once per seed (reusing finished runs), score every path and the trivial baselines, write the results."
     t0, out = time.time(), Path(out)
@@ -271,18 +392,26 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
     base = cfg if cfg is not None else size_config(size, seeds[0], imagenet)
     metrics = dataset_spec(dataset).metrics  # what its ground truth supports: the goals and the plot follow it
     splits = compare_splits(dataset, root, base)
-    rows, threads = [], torch.get_num_threads()
-    if jobs > 1: threads = train_parallel(out, methods, seeds, base, splits, jobs, log)  # every run finished, then scored here
-    for seed in seeds:
-        for m in methods:
-            run = out/'runs'/run_name(m, seed)
-            if jobs == 1: _train_run(m, base.update(seed=seed, method=m), splits, run, progress, log)
-            # a staged method (ICL) is also scored at its first stage, the control its goal is stated against
-            for name, it in [(m, None)] + ([(f'{m}-iter0', 0)] if get_method(m).staged else []):
-                model, _ = load_run(run, iteration=it)
-                for p in model.paths:
-                    r = evaluate_dataset(model, splits['test'], p, batch_size=32)
-                    rows.append(dict(method=name, path=p, seed=seed, **{k: r[k] for k in METRICS}, n=r['n']))
+    rows, threads, scored = [], torch.get_num_threads(), {}
+    steps = {m: sum(_stage_steps(build_method(base.update(seed=seeds[0], method=m), m), len(splits['train']))) for m in methods} \
+        if progress or jobs > 1 else {}  # a run's optimiser steps, by method (the seed does not change them)
+    prog = Progress({run_name(m, s): steps[m] for s in seeds for m in methods},
+                    {run_name(m, s): STEP_COST.get(m, 1.) for s in seeds for m in methods}).start() if progress else None
+    say = prog.wrap(log) if prog else log
+    try:
+        if jobs > 1: threads, scored = train_parallel(out, methods, seeds, base, splits, jobs, say, prog, steps)  # scored there too
+        for seed in seeds:
+            for m in methods:
+                run = out/'runs'/run_name(m, seed)
+                if jobs == 1:
+                    _train_run(m, base.update(seed=seed, method=m), splits, run, False, say, prog and partial(prog.update, run.name))
+                if (m, seed) not in scored:  # a finished run reused by `jobs > 1`, or any run with `jobs=1`
+                    if prog: prog.status(run.name, 'scoring')
+                    scored[m, seed] = _score_run(m, seed, run, splits['test'])
+                    if prog: prog.finish(run.name)
+                rows += scored[m, seed]
+    finally:
+        if prog: prog.close()
     for name, r in score_baselines(splits['test']).items():
         rows.append(dict(method=name, path='trivial', seed=None, **{k: r[k] for k in METRICS}, n=r['n']))
     claims = [dict(name=n, **d) for n, a, b in CLAIMS if (d := paired(rows, a, b)) is not None]
@@ -304,17 +433,18 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
     return res
 
 # %% ../../nbs/60_evaluation/61_compare.ipynb #c025
-_WORKER = {}  # a training worker's datasets and stop event, set once by `_init_worker` (empty in the parent)
+_WORKER = {}  # a training worker's datasets, stop event and progress queue, set once by `_init_worker` (empty in the parent)
 
 def _init_worker(threads:int, # CPU threads of this worker's trainings
-                 data:str, # file of the pickled {'train', 'val'} lists of samples
-                 stop): # a `multiprocessing.Event`: set, a training not begun is skipped
+                 data:str, # file of the pickled {'train', 'val', 'test'} lists of samples
+                 stop, # a `multiprocessing.Event`: set, a training not begun is skipped
+                 progress=None): # a `multiprocessing.Queue` for (run, step, what) progress reports, or None
     "Set up a training worker: its threads, the allocator (`uspl.engine.train.tune_allocator`), Ctrl-C left to the parent, the datasets."
     from uspl.engine.train import tune_allocator
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # between trainings; `_train_job` takes it while it trains
     torch.set_num_threads(threads); tune_allocator()
     with open(data, 'rb') as f: items = pickle.load(f)
-    _WORKER.update(splits={k: None if v is None else InMemory(v) for k, v in items.items()}, stop=stop)
+    _WORKER.update(splits={k: None if v is None else InMemory(v) for k, v in items.items()}, stop=stop, progress=progress)
 
 def _interrupt_once(sig, frame):
     "A worker's SIGINT handler: the first Ctrl-C ends the training (`KeyboardInterrupt`), a second one is ignored."
@@ -328,18 +458,30 @@ def _portable(e:BaseException) -> BaseException|None:
     except Exception: pass
     return KeyboardInterrupt(str(e)) if isinstance(e, KeyboardInterrupt) else RuntimeError(f'{type(e).__name__}: {e}')
 
+def _reporter(run:str, every:float=0.5):
+    "A worker's `on_step` for `run`: (run, step, what) into the progress queue, at most every `every` s (None without a queue)."
+    q, last = _WORKER.get('progress'), [-math.inf]
+    if q is None: return None
+    def send(step, what, force=False):
+        if force or time.monotonic() - last[0] >= every: last[0] = time.monotonic(); q.put((run, step, what))
+    return send
+
 def _train_job(method:str, cfg:USPLConfig, run:Path) -> dict|None:
-    "One training in a worker (`_train_run`, no progress bars): its log lines and wall time (None: stopped first); errors raised as they were."
+    "One training in a worker (`_train_run`, no progress bars), then its scoring: its log lines, rows and wall time (None: stopped first); errors raised as they were."
     msgs, t0 = [], time.time()
     try:
         signal.signal(signal.SIGINT, _interrupt_once)  # before the check: a stop after it interrupts the training
         if _WORKER['stop'].is_set(): return None
-        _train_run(method, cfg, _WORKER['splits'], run, False, msgs.append)
+        report = _reporter(run.name)
+        _train_run(method, cfg, _WORKER['splits'], run, False, msgs.append, report)
+        wall = time.time() - t0
+        if report: report(None, 'scoring', force=True)  # a status: no step (`Progress.status`)
+        rows = _score_run(method, cfg.seed, run, _WORKER['splits']['test'])
     except BaseException as e:
         if (stand_in := _portable(e)) is None: raise
         raise stand_in from None
     finally: signal.signal(signal.SIGINT, signal.SIG_IGN)
-    return dict(log=msgs, wall_s=time.time() - t0)
+    return dict(log=msgs, wall_s=wall, rows=rows)
 
 # %% ../../nbs/60_evaluation/61_compare.ipynb #c027
 def _submit(pool, *args):
@@ -366,10 +508,13 @@ def _stop_pool(pool, stop, grace:float=10.):
 def train_parallel(out:Path, # the comparison's folder (its runs/)
                    methods:list, seeds:list,
                    base:USPLConfig, # the base config (its seed and method are replaced per run)
-                   splits:dict, # the datasets of `compare_splits` (train and val go to the workers)
+                   splits:dict, # the datasets of `compare_splits` (train, val and test go to the workers)
                    jobs:int, # trainings at a time
-                   log) -> int:
-    "Train every unfinished run of `run_compare` in `jobs` worker processes (a staged method after the run its first stage reuses); the threads of each."
+                   log,
+                   prog:Progress|None=None, # the display the workers' steps go to
+                   steps:dict|None=None, # method -> optimiser steps of one run (the order: longest first)
+                  ) -> tuple:
+    "Train and score every unfinished run of `run_compare` in `jobs` worker processes, longest first (a staged method after the run its first stage reuses): (threads of each, {(method, seed): rows})."
     from uspl.evaluation.compare import _init_worker, _train_job  # by module path: spawned workers import them (a notebook's are in __main__)
     threads, todo = max(1, torch.get_num_threads() // jobs), []
     for seed in seeds:
@@ -377,30 +522,43 @@ def train_parallel(out:Path, # the comparison's folder (its runs/)
             run, cfg = out/'runs'/run_name(m, seed), base.update(seed=seed, method=m)
             if read_done(run) is not None: _train_run(m, cfg, splits, run, False, log)  # checked before any training starts
             else: todo.append((m, cfg, run))
-    if not todo: return threads
+    if not todo: return threads, {}
+    cost = lambda t: (steps or {}).get(t[0], 1) * STEP_COST.get(t[0], 1.)
+    todo.sort(key=cost, reverse=True)  # the longest first: the last to end runs beside others as long as it can (stable: seeds in order)
     names = {run.name for _, _, run in todo}  # the runs not finished yet
     def ready(m, cfg, run):  # a staged method whose first stage is another's run (ICL: EZ-VSL's) waits for that run
         first = get_method(m).first_stage_as
         return first is None or run_name(first, cfg.seed) not in names
+    scored = {}
     with tempfile.TemporaryDirectory(prefix='uspl-compare-') as tmp:
         data = Path(tmp)/'splits.pkl'  # the samples pickled once (plain dicts): rendering the scenes in each worker costs far more
-        items = {k: None if splits[k] is None else [splits[k][i] for i in range(len(splits[k]))] for k in ('train', 'val')}
+        items = {k: None if splits[k] is None else [splits[k][i] for i in range(len(splits[k]))] for k in ('train', 'val', 'test')}
         with open(data, 'wb') as f: pickle.dump(items, f, protocol=pickle.HIGHEST_PROTOCOL)
-        ctx = multiprocessing.get_context('spawn'); stop = ctx.Event()
-        pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(threads, str(data), stop))
+        ctx = multiprocessing.get_context('spawn'); stop = ctx.Event(); q = ctx.Queue() if prog else None
+        pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(threads, str(data), stop, q))
         running = {}
+        def drain():  # the workers' progress reports to the display
+            while q is not None:
+                try: run, step, what = q.get_nowait()
+                except queue.Empty: return
+                if step is None: prog.status(run, what)
+                else: prog.update(run, step, what)
         try:
             while todo or running:
                 while len(running) < jobs and (nxt := next((t for t in todo if ready(*t)), None)):
                     todo.remove(nxt); m, cfg, run = nxt
-                    running[_submit(pool, _train_job, m, cfg, run)] = run.name
+                    running[_submit(pool, _train_job, m, cfg, run)] = (m, cfg.seed, run.name)
                     log(f'{run.name}: started in a worker process ({threads} CPU thread(s))')
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
+                done, _ = wait(running, timeout=0.5 if q is not None else None, return_when=FIRST_COMPLETED)
+                drain()
                 for f in done:
-                    name = running.pop(f); r = f.result()  # a worker's error is raised here, as it was there
+                    m, seed, name = running.pop(f); r = f.result()  # a worker's error is raised here, as it was there
                     for line in r['log']: log(line)
-                    log(f"{name}: finished in {r['wall_s']:.0f} s"); names.discard(name)
+                    log(f"{name}: finished in {r['wall_s']:.0f} s (scored there)"); names.discard(name)
+                    scored[m, seed] = r['rows']
+                    if prog: prog.finish(name)
         except BaseException:
             _stop_pool(pool, stop); raise
         pool.shutdown()
-    return threads
+        drain()
+    return threads, scored
