@@ -68,7 +68,8 @@ def _sizes():
     from uspl.evaluation.compare import SIZES
     return SIZES
 
-JOBS = 2 # the one default of --jobs (demo, compare): on 2 CPU cores the demo took 922 s at 2, 1039 s at 1 (notes/session-2026-12-06b.md)
+JOBS = 2 # the one default of --jobs (demo, compare): on 2 CPU cores the demo took 922 s at 2, 1039 s at 1 (notes/session-2026-12-06b.md),
+         # and each training gets 1 thread, as in every stored result (nbs/results: a run's numbers depend on its threads)
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c007
 _SHARED = {} # name -> fn(parser, cmd) adding that flag (or flags) to subcommand `cmd`: a flag several subcommands share is declared once
