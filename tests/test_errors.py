@@ -190,6 +190,7 @@ CASES = [
     ('demo --set unknown field', lambda w: ('demo', '--size', 'tiny', '--out', w['d']/'ds', '--set', 'train.epoch=1'), "has no field 'epoch'"),
     ('compare --set of no method\'s group', lambda w: ('compare', '--size', 'tiny', '--methods', 'ezvsl', '--out', w['d']/'cs', '--set', 'lvs.eps_pos=0.5'),
      "method(s) ezvsl use no config group 'lvs'"),
+    ('compare --set train.seed', lambda w: ('compare', '--size', 'tiny', '--out', w['d']/'cs', '--set', 'train.seed=3'), 'trains once per seed of --seeds'),
     ('demo --out under a file', lambda w: ('demo', '--size', 'tiny', '--out', w['file']/'x'), 'is a file'),
     ('demo --out not creatable', lambda w: ('demo', '--size', 'tiny', '--out', '/proc/uspl_demo/x'), 'cannot create'),
 ]

@@ -422,6 +422,7 @@ def _check_jobs(a):
 def _compare_config(a):
     "The base config of `uspl demo` / `uspl compare`: None for a plain --size (the library builds it per seed), else --config or --size with the --set settings."
     _check_methods(a.methods)
+    if any((g, f) == ('train', 'seed') for g, f, _ in a.settings): raise UsageError(f'argument --set train.seed: uspl {a.cmd} trains once per seed of --seeds')
     cfg = base_config(a, a.seeds[0])  # a --size's packaged ImageNet weights are installed, or one line saying how to get them
     return apply_settings(cfg, a.settings, a.methods) if a.config or a.settings else None
 
