@@ -87,3 +87,67 @@ def test_data_stamps_pairs(tmp_path):
         r = uspl('data', 'stamps', '--src', str(src), '--out', str(tmp_path/'bad'), '--n-train', '0', '--n-val', '0', '--n-test', '1', *args)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
+
+def _readme_commands():
+    "Every command line of README.md's code blocks that runs `uspl` (or `-m uspl.apps.cli`), without its comment: the arguments after the program."
+    import shlex
+    lines, fence = [], None
+    for l in (ROOT/'README.md').read_text().splitlines():
+        if l.startswith('```'): fence = None if fence is not None else l[3:].strip()
+        elif fence in ('sh', 'bash', 'shell', ''): lines.append(l)
+    cmds = []
+    for l in lines:
+        words = shlex.split(l, comments=True)
+        if words[:1] == ['uspl']: cmds.append(words[1:])
+        elif 'uspl.apps.cli' in words: cmds.append(words[words.index('uspl.apps.cli') + 1:])
+    return cmds
+
+def test_readme_commands_parse():
+    "Every `uspl ...` line of the README parses as written (flags, choices, values), checked by the real parser."
+    from uspl.apps.cli import build_parser
+    cmds = _readme_commands()
+    assert len(cmds) >= 8 and {c[0] for c in cmds} >= {'demo', 'train', 'eval', 'compare', 'localize', 'data'}, cmds
+    p = build_parser()
+    for c in cmds: p.parse_args(c)  # an unknown flag or a bad value raises UsageError naming it
+
+def _help(*argv):
+    "`uspl ARGV --help` in this process: (exit code, stdout)."
+    import contextlib, io
+    from uspl.apps.cli import main
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(io.StringIO()):
+        try: code = main([*argv, '--help'])
+        except SystemExit as e: code = e.code
+    return code, out.getvalue()
+
+def test_readme_commands_help():
+    "Each README command runs as written up to its help: `uspl` accepts its words with --help (exit 0, the subcommand's usage)."
+    for c in _readme_commands():
+        code, out = _help(*c)
+        assert code == 0 and out.startswith(f'usage: uspl {c[0]}'), (c, out)
+
+def test_help_examples_parse_and_defaults_said_once():
+    "Each subcommand's help: its examples one a line, each of them parses; no default said twice, none shown as None."
+    import re, shlex
+    from uspl.apps.cli import build_parser
+    p = build_parser()
+    for cmd in (['demo'], ['train'], ['eval'], ['compare'], ['localize'], ['data', 'stamps'], ['docs']):
+        code, out = _help(*cmd)
+        assert code == 0, out
+        assert '(default: None)' not in out
+        assert all(b.count('default') <= 1 for b in re.split(r'\n  (?=-)', out)), out
+        ex = out.split('examples:\n', 1)[1].splitlines()
+        assert ex and all(l.startswith('  uspl ' + ' '.join(cmd)) for l in ex), out
+        for l in ex: p.parse_args(shlex.split(l)[1:])
+
+def test_shared_flags_mean_the_same():
+    "--size/--config/--set, --jobs, --device, --no-progress: the same flag on every subcommand that takes it, one default for --jobs."
+    from uspl.apps.cli import build_parser, JOBS
+    p = build_parser()
+    demo, comp = p.parse_args(['demo']), p.parse_args(['compare', '--out', 'x'])
+    assert demo.jobs == comp.jobs == JOBS and demo.size == comp.size == 'cpu'
+    for argv in (['demo'], ['compare', '--out', 'x'], ['train', '--out', 'x']):
+        a = p.parse_args(argv + ['--config', 'c.json', '--set', 'train.lr=1e-3', '--set', 'icl.rho=0.2', '--no-progress'])
+        assert a.config == 'c.json' and a.settings == [('train', 'lr', 1e-3), ('icl', 'rho', 0.2)] and a.no_progress
+        assert p.parse_args(argv + ['--size', 'tiny']).size == 'tiny'
+    for argv in (['train', '--out', 'x'], ['eval', '--run', 'r']): assert p.parse_args(argv + ['--device', 'cpu']).device == 'cpu'

@@ -180,6 +180,17 @@ CASES = [
      _damaged(w, 's4', 'noval', lambda r: [p.unlink() for p in list(r.rglob('visual_frames/val/*/*/*.png'))])),
      ('the s4 val set has 0 samples', '4 listed were skipped')),
     ('S4 non-binary mask', lambda w: _eval(w, 's4', 'grey', _grey_mask('test_000001')), ('test_000001_1.png is not binary', 'uspl --binarize')),
+    ('--set of a bad value', lambda w: _train(w, '--set', 'train.batch_size=four'), ('argument --set', "'TrainConfig.batch_size' must be an integer")),
+    ('--set out of range', lambda w: _train(w, '--set', 'smr.radius=-1'), ('argument --set', 'SMRConfig.radius')),
+    ('--set of a group the method lacks', lambda w: _train(w, '--set', 'icl.rho=0.5'), ("--set icl.rho", "use no config group 'icl'")),
+    ('--set of a method group out of range', lambda w: _train(w, '--method', 'icl', '--set', 'icl.rho=1.5'), ('argument --set', 'ICLConfig.rho')),
+    ('--set without a group', lambda w: _train(w, '--set', 'lr=1'), ('argument --set', 'GROUP.FIELD=VALUE')),
+    ('--set and --resume changing the model', lambda w: _train(w, '--resume', '--set', 'encoders.embed_dim=64', out=w['run']), 'embed_dim 32 -> 64'),
+    ('--size and --config', lambda w: _train(w, '--size', 'tiny'), 'not allowed with argument --config'),
+    ('demo --set unknown field', lambda w: ('demo', '--size', 'tiny', '--out', w['d']/'ds', '--set', 'train.epoch=1'), "has no field 'epoch'"),
+    ('compare --set of no method\'s group', lambda w: ('compare', '--size', 'tiny', '--methods', 'ezvsl', '--out', w['d']/'cs', '--set', 'lvs.eps_pos=0.5'),
+     "method(s) ezvsl use no config group 'lvs'"),
+    ('compare --set train.seed', lambda w: ('compare', '--size', 'tiny', '--out', w['d']/'cs', '--set', 'train.seed=3'), 'trains once per seed of --seeds'),
     ('demo --out under a file', lambda w: ('demo', '--size', 'tiny', '--out', w['file']/'x'), 'is a file'),
     ('demo --out not creatable', lambda w: ('demo', '--size', 'tiny', '--out', '/proc/uspl_demo/x'), 'cannot create'),
 ]
@@ -405,3 +416,32 @@ def test_vggss_training_never_selects_on_test(W, tmp_path):
     epochs = [json.loads(l) for l in (run/'log.jsonl').read_text().splitlines() if '"kind"' in l]
     assert len(epochs) == 2 and not any({'miou', 'ciou'} & set(e) for e in epochs), epochs
     assert set(json.loads(out.strip().splitlines()[-1])['last']) == {'epoch', 'steps'}  # no validation metrics
+
+def test_set_changes_one_setting(W, tmp_path):
+    "`uspl train --size tiny --set ...`: the run's config is the size's with those settings (a method's own group included); exit 0."
+    run = tmp_path/'icl'
+    code, out, err = cli('train', '--method', 'icl', '--size', 'tiny', '--set', 'icl.rho=0.2', '--set', 'icl.iterations=1', '--set',
+                         'train.lr=5e-4', '--set', 'data.synth_train=8', '--out', run, '--no-progress', '--device', 'cpu', '--max-steps', '1')
+    assert code == 0, err
+    saved = json.loads((run/'config.json').read_text())
+    assert saved['method'] == 'icl' and saved['icl']['rho'] == 0.2 and saved['icl']['iterations'] == 1 and saved['train']['lr'] == 5e-4
+    assert saved['data']['img_size'] == 64 and saved['data']['synth_train'] == 8  # the tiny size, with the setting over it
+    assert 'no --size or --config' not in err
+
+def test_compare_set_reaches_the_config(W, tmp_path):
+    "`uspl compare --config F --set train.lr=...`: the setting is the comparison's (a finished run of the file's lr is refused, naming lr)."
+    argv = ('compare', '--seeds', '0', '--methods', 'ezvsl', '--no-progress', '--jobs', '1', '--out', tmp_path/'cmp', '--config', W['tiny'])
+    code, out, err = cli(*argv)
+    assert code == 0, err
+    assert json.loads((tmp_path/'cmp'/'results.json').read_text())['config']['train']['lr'] == 1e-4
+    one_line_error(*cli(*argv, '--set', 'train.lr=5e-4')[::2], ('ezvsl-s0 is a finished run of another config', 'lr 0.0001, now 0.0005'))
+
+def test_demo_takes_the_config_flags(tmp_path):
+    "`uspl demo --size tiny --set ...`: the demo's runs train with the setting; a changed size is not judged against the demo's budget."
+    code, out, err = cli('demo', '--size', 'tiny', '--seeds', '0', '--methods', 'ezvsl', '--jobs', '1', '--no-progress',
+                         '--set', 'train.lr=5e-4', '--out', tmp_path/'demo')
+    assert code == 0, err
+    res = json.loads((tmp_path/'demo'/'results.json').read_text())
+    assert res['config']['train']['lr'] == 5e-4 and res['config']['data']['img_size'] == 64
+    assert json.loads((tmp_path/'demo'/'runs'/'ezvsl-s0'/'config.json').read_text())['train']['lr'] == 5e-4
+    assert not res['budget']['judged']

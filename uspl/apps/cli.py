@@ -9,9 +9,9 @@ from pathlib import Path
 import uspl
 
 # %% auto #0
-__all__ = ['UsageError', 'build_parser', 'load_config', 'check_root', 'check_out', 'data_options', 'report_skips', 'skipped_note',
-           'describe', 'cmd_train', 'cmd_eval', 'cmd_demo', 'cmd_compare', 'cmd_localize', 'cmd_data', 'cmd_docs',
-           'main']
+__all__ = ['JOBS', 'SHARED_FLAGS', 'UsageError', 'build_parser', 'load_config', 'size_config', 'base_config', 'apply_settings',
+           'check_root', 'check_out', 'data_options', 'report_skips', 'skipped_note', 'describe', 'cmd_train',
+           'cmd_eval', 'cmd_demo', 'cmd_compare', 'cmd_localize', 'cmd_data', 'cmd_docs', 'main']
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c005
 class UsageError(Exception):
@@ -21,9 +21,20 @@ class _Parser(argparse.ArgumentParser):
     def error(self, message):
         raise UsageError(f'{self.prog}: error: {message}')
 
-_FMT = argparse.ArgumentDefaultsHelpFormatter
-_JOBS_HELP = ('N trainings at a time, each in a worker process with 1/N of the CPU threads, the longest first: more '
-               'throughput (long trainings end sooner in all), each training slower; 1: one after the other (see uspl.evaluation.compare)')
+class _Help(argparse.HelpFormatter):
+    "Help as written: each line of a description or epilog on its own line (an indented one, an example, never wrapped); a default said once."
+    def _fill_text(self, text, width, indent):
+        import textwrap
+        return '\n'.join(indent + l if l[:1].isspace() or not l else textwrap.fill(l, width, initial_indent=indent, subsequent_indent=indent)
+                         for l in text.splitlines())
+    def _get_help_string(self, action):
+        h, d = action.help or '', action.default
+        if d is None or d is False or d is argparse.SUPPRESS or d == [] or 'default' in h: return h  # nothing to add, or said already
+        return h + ' (default: %(default)s)'
+
+def _examples(*lines:str) -> str:
+    "An epilog of example command lines, each on its own line (`tests/test_cli.py` parses every one)."
+    return 'examples:\n' + '\n'.join(f'  {l}' for l in lines)
 
 def _csv(kind):
     "An argparse type: a comma-separated list of `kind`."
@@ -34,15 +45,18 @@ def _csv(kind):
         return xs
     return parse
 
-def _data_flags(p):
-    "The loaders' options for bad or missing data (s4 / vggss)."
-    p.add_argument('--skip-bad', action='store_true', help='skip (and count) samples with invalid content: non-finite or silent '
-                   'audio, an empty mask, a degenerate box; default: an error naming the file')
-    p.add_argument('--skip-missing', action='store_true', help='skip (and count) listed samples whose files are missing (VGGSS: always)')
-    p.add_argument('--binarize', action='store_true', help='s4: threshold non-binary masks at 128 instead of refusing them')
+def _setting(s:str) -> tuple:
+    "An argparse type: `GROUP.FIELD=VALUE` -> (group, field, value); VALUE read as JSON when it parses (5, 1e-3, true, [1,2], null), else as a string."
+    key, eq, v = s.partition('=')
+    g, dot, f = key.strip().partition('.')
+    if not (eq and dot and g.isidentifier() and f.isidentifier()):
+        raise argparse.ArgumentTypeError(f'expected GROUP.FIELD=VALUE (e.g. train.epochs=5), got {s!r}')
+    try: v = json.loads(v)
+    except ValueError: pass
+    return g, f, v
 
 class _LazyChoices:
-    "argparse `choices` computed on first use (the registered methods' paths: their modules are imported only when a --path is checked or shown)."
+    "argparse `choices` computed on first use (e.g. the registered methods' paths: their modules are imported only when a --path is checked or shown)."
     def __init__(self, fn): self.fn, self.v = fn, None
     def _get(self):
         if self.v is None: self.v = tuple(self.fn())
@@ -50,86 +64,145 @@ class _LazyChoices:
     def __contains__(self, x): return x in self._get()
     def __iter__(self): return iter(self._get())
 
-def build_parser() -> argparse.ArgumentParser:
-    "The `uspl` argument parser with its subcommands."
-    from uspl.methods.base import method_names, path_names
+def _sizes():
+    from uspl.evaluation.compare import SIZES
+    return SIZES
+
+JOBS = 2 # the one default of --jobs (demo, compare): on 2 CPU cores the demo took 922 s at 2, 1039 s at 1 (notes/session-2026-12-06b.md),
+         # and each training gets 1 thread, as in every stored result (nbs/results: a run's numbers depend on its threads)
+
+# %% ../../nbs/70_apps/76_cli.ipynb #c007
+_SHARED = {} # name -> fn(parser, cmd) adding that flag (or flags) to subcommand `cmd`: a flag several subcommands share is declared once
+
+def _shared(name:str):
+    "Decorator: declare the shared flag(s) `name` (added to a subcommand by `build_parser`'s table `SHARED_FLAGS`)."
+    def deco(fn): _SHARED[name] = fn; return fn
+    return deco
+
+@_shared('config')
+def _config_flags(p, cmd):
+    "--size or --config (the base config), then --set (single settings over it)."
+    g = p.add_mutually_exclusive_group()
+    g.add_argument('--size', choices=_LazyChoices(_sizes), default=None if cmd == 'train' else 'cpu',
+                   help="a named size of uspl.evaluation.compare.SIZES: cpu (a CPU job of minutes) or tiny (a smoke run of seconds)"
+                        + ("; default: the paper's full size (a GPU job)" if cmd == 'train' else ''))
+    g.add_argument('--config', metavar='FILE', help='a JSON file of config fields (flat or by group) over the paper\'s defaults, instead of --size')
+    p.add_argument('--set', dest='settings', type=_setting, action='append', default=[], metavar='GROUP.FIELD=VALUE',
+                   help="one setting over --size or --config, e.g. train.epochs=5 or icl.iterations=2 (a method's own group); "
+                        "VALUE is JSON when it parses, else a string; repeatable")
+
+@_shared('device')
+def _device_flag(p, cmd):
+    p.add_argument('--device', choices=('cpu', 'cuda'), help='where to run; default: cuda when available')
+
+@_shared('jobs')
+def _jobs_flag(p, cmd):
+    p.add_argument('--jobs', type=int, default=JOBS, metavar='N',
+                   help='N trainings at a time, each in a worker process with 1/N of the CPU threads, the longest first: more '
+                        'throughput (long trainings end sooner in all), each training slower; 1: one after the other')
+
+@_shared('progress')
+def _progress_flag(p, cmd):
+    p.add_argument('--no-progress', action='store_true', help='no progress display (train: the progress bars; demo, compare: steps done, each training\'s epoch, time left)')
+
+@_shared('methods')
+def _methods_flags(p, cmd):
+    "--methods and --seeds: each method trained once per seed."
+    from uspl.methods.base import method_names
+    p.add_argument('--methods', type=_csv(str), default='ezvsl,uspl', help=f"methods, comma-separated, of {','.join(method_names())}")
+    p.add_argument('--seeds', type=_csv(int), default='0,1,2', help='seeds, comma-separated')
+
+@_shared('dataset')
+def _dataset_flags(p, cmd):
     from uspl.data.datasets import DATASETS
-    from uspl.engine.runs import BEST, LAST, CONFIG, LOG, run_name
-    M, DATASETS, PATHS = method_names(), tuple(DATASETS), _LazyChoices(path_names)
+    p.add_argument('--dataset', choices=tuple(DATASETS), default='synthetic', help='dataset layout')
+    p.add_argument('--root', help='dataset root, required for s4 and vggss (s4: the folder of s4_meta_data.csv; vggss: the folder '
+                                  'of frames/ and audio/)')
+
+@_shared('data')
+def _data_flags(p, cmd):
+    "The loaders' options for bad or missing data (s4 / vggss)."
+    p.add_argument('--skip-bad', action='store_true', help='skip (and count) samples with invalid content: non-finite or silent '
+                   'audio, an empty mask, a degenerate box; default: an error naming the file')
+    p.add_argument('--skip-missing', action='store_true', help='skip (and count) listed samples whose files are missing (VGGSS: always)')
+    p.add_argument('--binarize', action='store_true', help='s4: threshold non-binary masks at 128 instead of refusing them')
+
+@_shared('checkpoint')
+def _checkpoint_flags(p, cmd):
+    "--path and --checkpoint: what of a trained run is used."
+    from uspl.methods.base import path_names
+    from uspl.engine.runs import BEST, LAST
+    p.add_argument('--path', choices=_LazyChoices(path_names), default=None, help="inference path; default: the run's eval_path, if its method has it")
+    p.add_argument('--checkpoint', default=None, help=f'file in RUN; default: {BEST}, else {LAST}')
+
+SHARED_FLAGS = dict( # subcommand -> the shared flags it takes, in this order after its own
+    demo=('methods', 'config', 'jobs', 'progress'),
+    train=('dataset', 'config', 'device', 'progress', 'data'),
+    eval=('dataset', 'checkpoint', 'device', 'data'),
+    compare=('dataset', 'methods', 'config', 'jobs', 'progress'),
+    localize=('checkpoint',))
+
+# %% ../../nbs/70_apps/76_cli.ipynb #c009
+def build_parser() -> argparse.ArgumentParser:
+    "The `uspl` argument parser with its subcommands; the flags they share are added by `SHARED_FLAGS`."
+    from uspl.engine.runs import CONFIG, LOG, LAST, run_name
     p = _Parser(prog='uspl', description='Unsupervised sounding pixel learning (USPL, EMNLP 2023) research kit.')
     p.add_argument('--version', action='version', version=f'uspl {uspl.__version__}')
     p.add_argument('--debug', action='store_true', help='show the traceback of an input error (as USPL_DEBUG=1 does)')
     sub = p.add_subparsers(dest='cmd', metavar='{demo,train,eval,compare,localize,data,docs}', parser_class=_Parser)
-    d = sub.add_parser('demo', formatter_class=_FMT, help='EZ-VSL and USPL over seeds on the embedded synthetic scenes',
-                       description='The main job: train EZ-VSL and USPL once per seed on the synthetic scenes at a CPU size, '
-                                   'score every path and the trivial baselines, print mean ± std over seeds.',
-                       epilog='example: uspl demo --out demo_out --seeds 0,1,2')
+    cmd = lambda name, **kw: sub.add_parser(name, formatter_class=_Help, **kw)
+    d = cmd('demo', help='EZ-VSL and USPL over seeds on the embedded synthetic scenes',
+            description='The main job: train EZ-VSL and USPL once per seed on the synthetic scenes at a CPU size, score every '
+                        'path and the trivial baselines, print mean ± std over seeds.',
+            epilog=_examples('uspl demo --out demo_out --seeds 0,1,2', 'uspl demo --size tiny --seeds 0 --out demo_smoke',
+                             'uspl demo --out demo_lr --set train.lr=5e-4'))
     d.add_argument('--out', default='demo_out', help='output folder')
-    d.add_argument('--size', choices=('cpu', 'tiny'), default='cpu', help='cpu (the main job) or tiny (a smoke run)')
-    d.add_argument('--seeds', type=_csv(int), default=[0, 1, 2], help='seeds, comma-separated')
-    d.add_argument('--methods', type=_csv(str), default=['ezvsl', 'uspl'], help=f'methods, comma-separated, of {M}')
-    d.add_argument('--jobs', type=int, default=2, metavar='N', help=_JOBS_HELP)  # the default of `uspl.apps.demo.run_demo` (not imported: the parser stays light)
-    t = sub.add_parser('train', formatter_class=_FMT, help='train a registered method',
-                       description=f'Train a registered method into a run folder (checkpoints, {CONFIG}, {LOG}).',
-                       epilog='example: uspl train --method uspl --dataset s4 --root AVSBench/Single-source --out runs/uspl-s4 --config cfg.json')
-    t.add_argument('--method', choices=M, default=None, help="method (default: the config's, else uspl)")
-    t.add_argument('--dataset', choices=DATASETS, default='synthetic', help='dataset layout')
-    t.add_argument('--root', help='dataset root (s4: the folder of s4_meta_data.csv; vggss: the folder of frames/ and audio/)')
+    t = cmd('train', help='train a registered method',
+            description=f'Train a registered method into a run folder (checkpoints, {CONFIG}, {LOG}).',
+            epilog=_examples('uspl train --method uspl --size tiny --out runs/uspl-tiny',
+                             'uspl train --method uspl --dataset s4 --root AVSBench/Single-source --out runs/uspl-s4 --config cfg.json',
+                             'uspl train --method icl --size cpu --set icl.iterations=2 --set train.epochs=1 --out runs/icl-cpu',
+                             'uspl train --out runs/uspl-tiny --resume'))
+    t.add_argument('--method', choices=_LazyChoices(_method_names), default=None, help="method; default: the config's, else uspl")
     t.add_argument('--out', required=True, help=f'run folder (checkpoints, {CONFIG}, {LOG})')
-    t.add_argument('--config', help="JSON file of config fields (flat or by group) overriding the defaults; without it: the paper's full size")
-    t.add_argument('--resume', action='store_true', help=f"continue from RUN/{LAST} with the run's {CONFIG} (a --config given "
+    t.add_argument('--resume', action='store_true', help=f"continue from RUN/{LAST} with the run's {CONFIG} (a --config or --set given "
                    "again may change only epochs, lr, ckpt_every, num_workers, eval_path)")
     t.add_argument('--overwrite', action='store_true', help='start over in a run folder that already holds a run')
     t.add_argument('--max-steps', type=int, help='stop after this many optimiser steps')
-    t.add_argument('--device', choices=('cpu', 'cuda'), help='default: cuda when available')
-    t.add_argument('--no-progress', action='store_true', help='no progress bars')
-    _data_flags(t)
-    e = sub.add_parser('eval', formatter_class=_FMT, help='evaluate a trained run; prints one JSON object',
-                       description="Rebuild a run's method from its folder and score it on a split.",
-                       epilog='example: uspl eval --run runs/uspl-s4 --dataset s4 --root AVSBench/Single-source --path smr')
-    e.add_argument('--run', required=True, help='run folder written by `uspl train`')
-    e.add_argument('--dataset', choices=DATASETS, default='synthetic', help='dataset layout')
-    e.add_argument('--root', help='dataset root')
+    e = cmd('eval', help='evaluate a trained run; prints one JSON object',
+            description="Rebuild a run's method from its folder and score it on a split.",
+            epilog=_examples('uspl eval --run runs/uspl-s4 --dataset s4 --root AVSBench/Single-source --path smr',
+                             f'uspl eval --run demo_out/runs/{run_name("uspl", 0)} --split test'))
+    e.add_argument('--run', required=True, help='run folder written by `uspl train`, `uspl demo` or `uspl compare`')
     e.add_argument('--split', default='test', choices=('train', 'val', 'test'), help='split to score')
-    e.add_argument('--path', choices=PATHS, default=None, help="inference path (default: the run's eval_path, if its method has it)")
     e.add_argument('--batch-size', type=int, default=16, help='evaluation batch size')
-    e.add_argument('--checkpoint', default=None, help=f'file in RUN (default: {BEST}, else {LAST})')
-    e.add_argument('--iteration', type=int, default=None, help='iterative methods: the iteration to score (default: the last)')
-    e.add_argument('--device', choices=('cpu', 'cuda'), help='default: cuda when available')
-    _data_flags(e)
-    c = sub.add_parser('compare', formatter_class=_FMT, help='train methods over seeds and compare them',
-                       description='Train each method once per seed (finished runs are reused, interrupted ones resumed), score '
-                                   'every path and the trivial baselines on the test split, write results.json/.md/.png.',
-                       epilog='example: uspl compare --dataset s4 --root stamps_s4 --methods ezvsl,uspl --seeds 0,1,2 --out cmp_s4')
-    c.add_argument('--dataset', choices=DATASETS, default='synthetic', help='dataset layout')
-    c.add_argument('--root', help='dataset root (s4 / vggss)')
-    c.add_argument('--methods', type=_csv(str), default=['ezvsl', 'uspl'], help=f'methods, comma-separated, of {M}')
-    c.add_argument('--seeds', type=_csv(int), default=[0, 1, 2], help='seeds, comma-separated')
+    e.add_argument('--iteration', type=int, default=None, help='staged methods: the iteration to score; default: the last')
+    c = cmd('compare', help='train methods over seeds and compare them',
+            description='Train each method once per seed (finished runs are reused, interrupted ones resumed), score every path '
+                        'and the trivial baselines on the test split, write results.json/.md/.png.',
+            epilog=_examples('uspl compare --dataset s4 --root stamps_s4 --methods ezvsl,uspl --seeds 0,1,2 --out cmp_s4',
+                             'uspl compare --size tiny --methods ezvsl,icl --seeds 0 --set icl.rho=0.2 --out cmp_smoke'))
     c.add_argument('--out', required=True, help='output folder (runs/ and the results)')
-    g = c.add_mutually_exclusive_group()
-    g.add_argument('--size', choices=('cpu', 'tiny'), default='cpu', help="the demo's sizes")
-    g.add_argument('--config', help='JSON config file instead of a size')
     c.add_argument('--no-imagenet', action='store_true', help='with --size cpu: the visual encoder from scratch')
-    c.add_argument('--no-progress', action='store_true', help='no progress display (steps done, each training\'s epoch, time left)')
-    c.add_argument('--jobs', type=int, default=1, metavar='N', help=_JOBS_HELP)
-    l = sub.add_parser('localize', formatter_class=_FMT, help="a trained run on one's own image and sound, or video",
-                       description="Localise the sounding object in one's own media with a trained run: writes overlay PNGs "
-                                   "(a video: one per second, a contact sheet and an MP4) and prints one JSON line of the files.",
-                       epilog=f'examples: uspl localize --run demo_out/runs/{run_name("uspl", 0)} --image dog.jpg --audio bark.wav --out loc\n'
-                              '          uspl localize --run runs/uspl-s4 --video clip.mp4 --out loc_clip')
+    l = cmd('localize', help="a trained run on one's own image and sound, or video",
+            description="Localise the sounding object in one's own media with a trained run: writes overlay PNGs (a video: one "
+                        "per second, a contact sheet and an MP4) and prints one JSON line of the files.",
+            epilog=_examples(f'uspl localize --run demo_out/runs/{run_name("uspl", 0)} --image dog.jpg --audio bark.wav --out loc',
+                             'uspl localize --run runs/uspl-s4 --video clip.mp4 --out loc_clip'))
     l.add_argument('--run', required=True, help='run folder written by `uspl train`, `uspl demo` or `uspl compare`')
     l.add_argument('--image', help='a photo (jpg, png, ...), with --audio')
     l.add_argument('--audio', help='its sound (wav, flac, ogg), with --image')
     l.add_argument('--video', help='instead: a video with an audio track (mp4, mkv, webm, ...)')
     l.add_argument('--out', required=True, help='output folder')
-    l.add_argument('--path', choices=PATHS, default=None, help="inference path (default: the run's eval_path, if its method has it)")
-    l.add_argument('--checkpoint', default=None, help=f'file in RUN (default: {BEST}, else {LAST})')
-    l.add_argument('--clip-sec', type=float, default=None, help="audio seconds around each frame (default: the run's s4_clip_sec)")
+    l.add_argument('--clip-sec', type=float, default=None, help="audio seconds around each frame; default: the run's s4_clip_sec")
+    for name, q in dict(demo=d, train=t, eval=e, compare=c, localize=l).items():
+        for flag in SHARED_FLAGS[name]: _SHARED[flag](q, name)
     a = sub.add_parser('data', help='build datasets', description='Build datasets in the layouts the loaders read.')
     dsub = a.add_subparsers(dest='what', metavar='{stamps}', parser_class=_Parser)
-    s = dsub.add_parser('stamps', formatter_class=_FMT, help="real-media scenes from Tux Paint's stamps",
+    s = dsub.add_parser('stamps', formatter_class=_Help, help="real-media scenes from Tux Paint's stamps",
                         description="Compose scenes of real photos with their own recorded sounds (Debian's tuxpaint-stamps-default).",
-                        epilog='example: uspl data stamps --src /usr/share/tuxpaint/stamps --out stamps_s4 --layout s4')
+                        epilog=_examples('uspl data stamps --src /usr/share/tuxpaint/stamps --out stamps_s4 --layout s4',
+                                         'uspl data stamps --out stamps_pairs --classes 20 --pairs 40'))
     s.add_argument('--src', default='/usr/share/tuxpaint/stamps', help='the stamps folder')
     s.add_argument('--out', required=True, help='output dataset root')
     s.add_argument('--layout', choices=('s4', 'vggss'), default='s4', help='file layout')
@@ -141,12 +214,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--split', choices=('compositions', 'unseen-photos'), default='compositions',
                    help='compositions: test scenes are new compositions of every stamp; unseen-photos: test sounds with stamps never seen in training')
     s.add_argument('--pairs', type=int, default=0, metavar='N', help='also write N two-object test images (two sounding classes side by side, same size), each listed twice, once per object\'s sound, in OUT/pairs with pairs.json')
-    o = sub.add_parser('docs', formatter_class=_FMT, help='render the notebooks to static HTML (no quarto needed)',
-                       description='Render the notebooks into a static site readable offline.', epilog='example: uspl docs --out _docs')
+    o = cmd('docs', help='render the notebooks to static HTML (no quarto needed)',
+            description='Render the notebooks into a static site readable offline.', epilog=_examples('uspl docs --out _docs'))
     o.add_argument('--out', default='_docs', help='site folder')
     return p
 
-# %% ../../nbs/70_apps/76_cli.ipynb #c007
+def _method_names():
+    from uspl.methods.base import method_names
+    return method_names()
+
+# %% ../../nbs/70_apps/76_cli.ipynb #c014
 def load_config(path:str|None):
     "The run's config: defaults overridden by the JSON file `path` (which may set any registered method's own groups)."
     from uspl.core import USPLConfig
@@ -155,6 +232,37 @@ def load_config(path:str|None):
     all_methods()  # the methods' own config groups become known
     try: return USPLConfig.load(path)
     except (FileNotFoundError, ValueError, TypeError) as e: raise UsageError(f'unreadable config: {e}') from e  # the cause: for --debug
+
+def size_config(size:str, seed:int=0, imagenet:bool=True):
+    "The config of `--size NAME` (`uspl.evaluation.compare.size_config`); missing packaged weights: one line saying how to get them."
+    from uspl.evaluation.compare import size_config as sized
+    try: return sized(size, seed, imagenet)
+    except FileNotFoundError as e: raise UsageError(str(e)) from None
+
+def base_config(a, seed:int=0):
+    "The config of `--config FILE` or `--size NAME` (seeded with `seed`), None when neither is given (`uspl train`: the paper's defaults)."
+    if a.config: return load_config(a.config)
+    return size_config(a.size, seed, not getattr(a, 'no_imagenet', False)) if a.size else None
+
+def apply_settings(cfg, # a `USPLConfig`
+                   settings:list, # (group, field, value) of each `--set GROUP.FIELD=VALUE`, in order (a later one wins)
+                   methods:list): # the methods the config is for: each group set must be one of theirs
+    "`cfg` with the `--set` settings applied, checked by the config itself (types and ranges); an error names the setting or the field."
+    from dataclasses import fields
+    from uspl.core import GROUPS
+    from uspl.methods.base import all_methods, get_method
+    if not settings: return cfg
+    all_methods()  # the methods' own groups become known
+    groups = {}
+    for g, f, v in settings:
+        if g not in GROUPS: raise UsageError(f"argument --set: no config group {g!r} (in {g}.{f}); groups: {', '.join(GROUPS)}")
+        names = [x.name for x in fields(GROUPS[g])]
+        if f not in names: raise UsageError(f"argument --set: config group {g!r} has no field {f!r}; its fields: {', '.join(names)}")
+        if not any(g in get_method(m).groups() for m in methods):
+            raise UsageError(f"argument --set {g}.{f}: method(s) {', '.join(methods)} use no config group {g!r}")
+        groups.setdefault(g, {})[f] = v
+    try: return cfg.update(**groups)
+    except (TypeError, ValueError) as e: raise UsageError(f'argument --set: {e}') from e
 
 def check_root(dataset:str, root:str|None) -> Path|None:
     "The dataset root, which must exist for the real datasets."
@@ -202,7 +310,7 @@ def describe(model, cfg) -> str:
     return (f'uspl: training {cfg.method}: {cfg.visual_backbone} at {cfg.img_size}x{cfg.img_size}, audio {cfg.audio_encoder}, '
             f'{n / 1e6:.1f} M parameters, batch {cfg.batch_size}, {cfg.warmup_epochs + cfg.epochs} epochs')
 
-# %% ../../nbs/70_apps/76_cli.ipynb #c009
+# %% ../../nbs/70_apps/76_cli.ipynb #c016
 def _resume_config(a):
     "The config `uspl train --resume` continues with: the run's config, checked against a --config or --method given."
     from uspl.methods.base import get_method
@@ -210,11 +318,12 @@ def _resume_config(a):
     if not (Path(a.out)/CONFIG).is_file(): raise UsageError(f'nothing to resume: {a.out} has no {CONFIG}')
     try: saved = read_run_config(a.out)  # the groups of its method (an older run's config held every method's)
     except (FileNotFoundError, ValueError, TypeError) as e: raise UsageError(f'unreadable config: {e}') from e
-    if not (a.config or a.method): return saved
-    given = load_config(a.config) if a.config else saved
+    if not (a.config or a.size or a.settings or a.method): return saved
+    given = base_config(a, saved.seed) or saved
     named = a.config and 'method' in json.loads(Path(a.config).read_text())  # the file names its method
     method = a.method or (given.method if named else saved.method)
-    cfg, changed = resume_config(saved, get_method(method).config_for(given.update(method=method)), a.out)
+    given = apply_settings(given.update(method=method), a.settings, [method])
+    cfg, changed = resume_config(saved, get_method(method).config_for(given), a.out)
     if changed: print(f"uspl: notice: resuming {a.out} with " + ', '.join(f'{k} {x!r} -> {y!r}' for k, (x, y) in changed.items()),
                       file=sys.stderr)
     return cfg
@@ -237,8 +346,9 @@ def cmd_train(a):
     refuse_locked(out, depth=1)  # a second writer (into the run folder, or an iterative method's iteration folders)
     if a.resume: cfg = _resume_config(a)
     else:
-        cfg = load_config(a.config)
+        cfg = base_config(a) or load_config(None)  # --config, --size, else the paper's defaults
         if a.method: cfg = cfg.update(method=a.method)
+        cfg = apply_settings(cfg, a.settings, [cfg.method])
     from uspl.methods.base import build_method
     from uspl.data.datasets import build_dataset
     from uspl.data.datasets import validation_split
@@ -264,9 +374,9 @@ def cmd_train(a):
         seed_everything(cfg.seed); model = build_method(cfg)  # the same initial weights in every process and run
         if env.main:
             print(describe(model, model.cfg), file=sys.stderr)
-            if env.device.type == 'cpu' and a.config is None and not a.resume:
-                print("uspl: warning: no --config: this is the paper's full size (ResNet-50 at 224, 23 epochs), a GPU job; "
-                      "on a CPU start from `uspl demo` or a small config (see README)", file=sys.stderr)
+            if env.device.type == 'cpu' and a.config is None and a.size is None and not a.resume:
+                print("uspl: warning: no --size or --config: this is the paper's full size (ResNet-50 at 224, 23 epochs), a GPU job; "
+                      "on a CPU start from `uspl demo` or --size cpu", file=sys.stderr)
         path = model.default_path
         ev = (lambda m: evaluate_dataset(m, val_ds, path=path, device=env.device)) if val_ds is not None else None
         st = train_method(model, train_ds, out, evaluate=ev, resume=a.resume, max_steps=a.max_steps, progress=not a.no_progress, env=env,
@@ -309,25 +419,26 @@ def _check_methods(names):
 def _check_jobs(a):
     if a.jobs < 1: raise UsageError(f'--jobs must be >= 1, got {a.jobs}')
 
+def _compare_config(a):
+    "The base config of `uspl demo` / `uspl compare`: None for a plain --size (the library builds it per seed), else --config or --size with the --set settings."
+    _check_methods(a.methods)
+    if any((g, f) == ('train', 'seed') for g, f, _ in a.settings): raise UsageError(f'argument --set train.seed: uspl {a.cmd} trains once per seed of --seeds')
+    cfg = base_config(a, a.seeds[0])  # a --size's packaged ImageNet weights are installed, or one line saying how to get them
+    return apply_settings(cfg, a.settings, a.methods) if a.config or a.settings else None
+
 def cmd_demo(a):
     _check_jobs(a)
     from uspl.apps.demo import run_demo
-    from uspl.evaluation.compare import size_config
-    _check_methods(a.methods)
-    try: size_config(a.size, a.seeds[0])  # the packaged ImageNet weights are installed, or one line saying how to get them
-    except FileNotFoundError as e: raise UsageError(str(e)) from None
+    cfg = _compare_config(a)
     from uspl.engine.runs import refuse_locked
     refuse_locked(check_out(a.out))  # a second demo into the same folder
-    run_demo(a.out, size=a.size, seeds=a.seeds, methods=a.methods, jobs=a.jobs)
+    run_demo(a.out, size=a.size, seeds=a.seeds, methods=a.methods, jobs=a.jobs, cfg=cfg, progress=not a.no_progress)
 
 def cmd_compare(a):
     _check_jobs(a)
-    from uspl.evaluation.compare import run_compare, size_config
-    _check_methods(a.methods); root = check_root(a.dataset, a.root)
-    cfg = load_config(a.config) if a.config else None
-    if cfg is None:
-        try: size_config(a.size, a.seeds[0], not a.no_imagenet)
-        except FileNotFoundError as e: raise UsageError(str(e)) from None
+    from uspl.evaluation.compare import run_compare
+    root = check_root(a.dataset, a.root)
+    cfg = _compare_config(a)
     from uspl.engine.runs import refuse_locked
     refuse_locked(check_out(a.out))  # a second compare into the same folder
     run_compare(a.out, a.methods, a.seeds, a.dataset, root, a.size, cfg, imagenet=not a.no_imagenet, progress=not a.no_progress,
@@ -365,7 +476,7 @@ def cmd_docs(a):
     from uspl.apps.docs import build_docs
     print(build_docs(a.out))
 
-# %% ../../nbs/70_apps/76_cli.ipynb #c011
+# %% ../../nbs/70_apps/76_cli.ipynb #c018
 _EXPECTED = (UsageError, ValueError, TypeError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
              PermissionError, FileExistsError, FloatingPointError, BlockingIOError) # BlockingIOError: `uspl.engine.runs.RunLocked`
 
@@ -410,5 +521,5 @@ def main(argv:list[str]|None=None) -> int:
         print(_interrupted(a, e), file=sys.stderr)
         raise SystemExit(130)
 
-# %% ../../nbs/70_apps/76_cli.ipynb #c014
+# %% ../../nbs/70_apps/76_cli.ipynb #c021
 if __name__ == '__main__' and '__file__' in globals(): raise SystemExit(main())
