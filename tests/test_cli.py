@@ -77,3 +77,10 @@ def test_data_stamps_pairs(tmp_path):
         r = uspl('data', 'stamps', '--src', str(src), '--out', str(tmp_path/'bad'), '--n-train', '0', '--n-val', '0', '--n-test', '1', *args)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
+
+@pytest.mark.parametrize('cmd', ['compare', 'demo'])
+def test_duplicate_seeds_refused(cmd, tmp_path):
+    "A seed listed twice would train and report one run twice as if two: refused in one line, exit 2, nothing written."
+    r = uspl(cmd, '--out', str(tmp_path/'o'), '--size', 'tiny', '--seeds', '0,0')
+    assert r.returncode == 2 and r.stderr.strip() == 'uspl: error: --seeds: seed 0 is listed twice', r.stderr
+    assert not (tmp_path/'o').exists()

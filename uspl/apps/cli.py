@@ -9,9 +9,9 @@ from pathlib import Path
 import uspl
 
 # %% auto #0
-__all__ = ['UsageError', 'build_parser', 'load_config', 'check_root', 'check_out', 'data_options', 'report_skips', 'skipped_note',
-           'describe', 'cmd_train', 'cmd_eval', 'cmd_demo', 'cmd_compare', 'cmd_localize', 'cmd_data', 'cmd_docs',
-           'main']
+__all__ = ['AMP_MODES', 'UsageError', 'build_parser', 'load_config', 'check_root', 'check_out', 'data_options', 'report_skips',
+           'skipped_note', 'describe', 'cmd_train', 'cmd_eval', 'cmd_demo', 'cmd_compare', 'cmd_localize', 'cmd_data',
+           'cmd_docs', 'main']
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c005
 class UsageError(Exception):
@@ -22,6 +22,8 @@ class _Parser(argparse.ArgumentParser):
         raise UsageError(f'{self.prog}: error: {message}')
 
 _FMT = argparse.ArgumentDefaultsHelpFormatter
+AMP_MODES = ('off', 'bf16', 'fp16') # `uspl.core.TrainConfig.amp` (not imported: the parser stays light)
+_AMP_HELP = ("mixed precision of the training steps: off (float32), bf16, fp16 (with a gradient scaler); default: the config's amp")
 _JOBS_HELP = ('N trainings at a time, each in a worker process with 1/N of the CPU threads and no progress bars: more '
                'throughput (long trainings end sooner in all), each training slower; 1: one after the other (see uspl.evaluation.compare)')
 
@@ -68,7 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument('--size', choices=('cpu', 'tiny'), default='cpu', help='cpu (the main job) or tiny (a smoke run)')
     d.add_argument('--seeds', type=_csv(int), default=[0, 1, 2], help='seeds, comma-separated')
     d.add_argument('--methods', type=_csv(str), default=['ezvsl', 'uspl'], help=f'methods, comma-separated, of {M}')
-    d.add_argument('--jobs', type=int, default=2, metavar='N', help=_JOBS_HELP)  # the default of `uspl.apps.demo.run_demo` (not imported: the parser stays light)
+    d.add_argument('--jobs', type=int, default=2, metavar='N', help=_JOBS_HELP)
+    d.add_argument('--amp', choices=AMP_MODES, default=None, help=_AMP_HELP)  # the default of `uspl.apps.demo.run_demo` (not imported: the parser stays light)
     t = sub.add_parser('train', formatter_class=_FMT, help='train a registered method',
                        description=f'Train a registered method into a run folder (checkpoints, {CONFIG}, {LOG}).',
                        epilog='example: uspl train --method uspl --dataset s4 --root AVSBench/Single-source --out runs/uspl-s4 --config cfg.json')
@@ -81,6 +84,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "again may change only epochs, lr, ckpt_every, num_workers, eval_path)")
     t.add_argument('--overwrite', action='store_true', help='start over in a run folder that already holds a run')
     t.add_argument('--max-steps', type=int, help='stop after this many optimiser steps')
+    t.add_argument('--ckpt-every', type=int, default=None, metavar='N', help="also write RUN/last.pt every N optimiser steps "
+                   "(default: the config's ckpt_every; 0: at the end of each epoch only)")
+    t.add_argument('--amp', choices=AMP_MODES, default=None, help=_AMP_HELP)
     t.add_argument('--device', choices=('cpu', 'cuda'), help='default: cuda when available')
     t.add_argument('--no-progress', action='store_true', help='no progress bars')
     _data_flags(t)
@@ -112,6 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument('--no-imagenet', action='store_true', help='with --size cpu: the visual encoder from scratch')
     c.add_argument('--no-progress', action='store_true', help='no progress bars')
     c.add_argument('--jobs', type=int, default=1, metavar='N', help=_JOBS_HELP)
+    c.add_argument('--amp', choices=AMP_MODES, default=None, help=_AMP_HELP)
     l = sub.add_parser('localize', formatter_class=_FMT, help="a trained run on one's own image and sound, or video",
                        description="Localise the sounding object in one's own media with a trained run: writes overlay PNGs "
                                    "(a video: one per second, a contact sheet and an MP4) and prints one JSON line of the files.",
@@ -203,18 +210,18 @@ def describe(model, cfg) -> str:
             f'{n / 1e6:.1f} M parameters, batch {cfg.batch_size}, {cfg.warmup_epochs + cfg.epochs} epochs')
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c009
-def _resume_config(a):
-    "The config `uspl train --resume` continues with: the run's config, checked against a --config or --method given."
+def _resume_config(a, flags:dict):
+    "The config `uspl train --resume` continues with: the run's config, checked against a --config, --method or config flags (`flags`) given."
     from uspl.methods.base import get_method
     from uspl.engine.runs import resume_config, read_run_config, CONFIG
     if not (Path(a.out)/CONFIG).is_file(): raise UsageError(f'nothing to resume: {a.out} has no {CONFIG}')
     try: saved = read_run_config(a.out)  # the groups of its method (an older run's config held every method's)
     except (FileNotFoundError, ValueError, TypeError) as e: raise UsageError(f'unreadable config: {e}') from e
-    if not (a.config or a.method): return saved
+    if not (a.config or a.method or flags): return saved
     given = load_config(a.config) if a.config else saved
     named = a.config and 'method' in json.loads(Path(a.config).read_text())  # the file names its method
     method = a.method or (given.method if named else saved.method)
-    cfg, changed = resume_config(saved, get_method(method).config_for(given.update(method=method)), a.out)
+    cfg, changed = resume_config(saved, get_method(method).config_for(given.update(method=method, **flags)), a.out)
     if changed: print(f"uspl: notice: resuming {a.out} with " + ', '.join(f'{k} {x!r} -> {y!r}' for k, (x, y) in changed.items()),
                       file=sys.stderr)
     return cfg
@@ -229,15 +236,17 @@ def _check_resumable(out:Path, method:str):
 def cmd_train(a):
     root = check_root(a.dataset, a.root)
     if a.max_steps is not None and a.max_steps < 1: raise UsageError(f'--max-steps must be >= 1, got {a.max_steps}')
+    if a.ckpt_every is not None and a.ckpt_every < 0: raise UsageError(f'--ckpt-every must be >= 0, got {a.ckpt_every}')
     if a.resume and a.overwrite: raise UsageError('--resume continues the run, --overwrite replaces it: give one of them')
     dkw = data_options(a)
     if a.resume and not Path(a.out).is_dir(): raise UsageError(f'nothing to resume: {a.out} is not a folder')
     out = check_out(a.out)  # the out folder first: nothing is printed before its error
     from uspl.engine.runs import refuse_locked
     refuse_locked(out, depth=1)  # a second writer (into the run folder, or an iterative method's iteration folders)
-    if a.resume: cfg = _resume_config(a)
+    flags = {k: v for k, v in (('ckpt_every', a.ckpt_every), ('amp', a.amp)) if v is not None}  # config fields given as flags
+    if a.resume: cfg = _resume_config(a, flags)
     else:
-        cfg = load_config(a.config)
+        cfg = load_config(a.config).update(**flags)
         if a.method: cfg = cfg.update(method=a.method)
     from uspl.methods.base import build_method
     from uspl.data.datasets import build_dataset
@@ -268,7 +277,7 @@ def cmd_train(a):
                 print("uspl: warning: no --config: this is the paper's full size (ResNet-50 at 224, 23 epochs), a GPU job; "
                       "on a CPU start from `uspl demo` or a small config (see README)", file=sys.stderr)
         path = model.default_path
-        ev = (lambda m: evaluate_dataset(m, val_ds, path=path, device=env.device)) if val_ds is not None else None
+        ev = (lambda m: evaluate_dataset(m, val_ds, path=path, device=env.device, num_workers=cfg.num_workers)) if val_ds is not None else None
         st = train_method(model, train_ds, out, evaluate=ev, resume=a.resume, max_steps=a.max_steps, progress=not a.no_progress, env=env,
                        overwrite=a.overwrite)
         if env.main: print(json.dumps(dict(run=str(a.out), method=model.name, steps=st['global_step'], epochs=st['epoch'],
@@ -306,11 +315,16 @@ def _check_methods(names):
     bad = [m for m in names if m not in method_names()]
     if bad: raise UsageError(f'--methods: unknown method(s) {bad}; choose from {method_names()}')
 
+def _check_seeds(seeds:list):
+    "A seed listed twice would train and report the same run twice as if two."
+    dup = next((x for i, x in enumerate(seeds) if x in seeds[:i]), None)
+    if dup is not None: raise UsageError(f'--seeds: seed {dup} is listed twice')
+
 def _check_jobs(a):
     if a.jobs < 1: raise UsageError(f'--jobs must be >= 1, got {a.jobs}')
 
 def cmd_demo(a):
-    _check_jobs(a)
+    _check_jobs(a); _check_seeds(a.seeds)
     from uspl.apps.demo import run_demo
     from uspl.evaluation.compare import size_config
     _check_methods(a.methods)
@@ -318,10 +332,10 @@ def cmd_demo(a):
     except FileNotFoundError as e: raise UsageError(str(e)) from None
     from uspl.engine.runs import refuse_locked
     refuse_locked(check_out(a.out))  # a second demo into the same folder
-    run_demo(a.out, size=a.size, seeds=a.seeds, methods=a.methods, jobs=a.jobs)
+    run_demo(a.out, size=a.size, seeds=a.seeds, methods=a.methods, jobs=a.jobs, amp=a.amp)
 
 def cmd_compare(a):
-    _check_jobs(a)
+    _check_jobs(a); _check_seeds(a.seeds)
     from uspl.evaluation.compare import run_compare, size_config
     _check_methods(a.methods); root = check_root(a.dataset, a.root)
     cfg = load_config(a.config) if a.config else None
@@ -331,7 +345,7 @@ def cmd_compare(a):
     from uspl.engine.runs import refuse_locked
     refuse_locked(check_out(a.out))  # a second compare into the same folder
     run_compare(a.out, a.methods, a.seeds, a.dataset, root, a.size, cfg, imagenet=not a.no_imagenet, progress=not a.no_progress,
-                jobs=a.jobs)
+                jobs=a.jobs, amp=a.amp)
 
 def cmd_localize(a):
     if not Path(a.run).is_dir(): raise UsageError(f'run folder not found: {a.run}')
@@ -406,9 +420,10 @@ def main(argv:list[str]|None=None) -> int:
         msg = _first_line(e)
         print(msg if msg.startswith('uspl') else f'uspl: error: {msg}', file=sys.stderr)
         raise SystemExit(2)
-    except KeyboardInterrupt as e:
+    except KeyboardInterrupt as e:  # Ctrl-C, or a stop signal (SIGTERM, SIGUSR1) that ended a training after its step
         print(_interrupted(a, e), file=sys.stderr)
-        raise SystemExit(130)
+        tr = sys.modules.get('uspl.engine.train')  # imported whenever a training ran
+        raise SystemExit(tr.PREEMPTED_EXIT if tr is not None and isinstance(e, tr.TrainingPreempted) else 130)
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c014
 if __name__ == '__main__' and '__file__' in globals(): raise SystemExit(main())

@@ -81,12 +81,13 @@ def run_demo(out:str|Path='demo_out', # output folder
              progress:bool=True,
              log=print,
              jobs:int=2, # trainings at a time (`uspl.evaluation.compare.run_compare`): on 2 cores two 1-thread trainings outrun one 2-thread one
+             amp:str|None=None, # mixed precision of the trainings (None: the size's, float32)
             ) -> dict:
     "`uspl compare` on the synthetic scenes at a CPU size, plus the efficiency of each path and a figure of the maps."
     t0, out = time.time(), Path(out)
     # with workers there are no progress bars: their start and end lines are shown instead (the compare's tables are not)
     said = (lambda s: None if s.startswith('# uspl compare') else log(s)) if jobs > 1 else (lambda *a: None)
-    res = run_compare(out, methods, seeds, 'synthetic', size=size, progress=progress, log=said, jobs=jobs)
+    res = run_compare(out, methods, seeds, 'synthetic', size=size, progress=progress, log=said, jobs=jobs, amp=amp)
     cfg = size_config(size, seeds[0])
     test = SyntheticScenes.from_config(cfg, 'test', 4)
     res['efficiency'] = efficiency_rows(out, methods, seeds[0], default_collate([test[0]]))
