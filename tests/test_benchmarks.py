@@ -37,3 +37,9 @@ def test_bench_refine_and_affinity_print_their_goals():
     res, out = run('bench_affinity', ['--batch', '1', '--size', '12', '--dim', '8', '--radius', '3', '--runs', '1', '--threads', '1'])
     assert 'forward:  compiled' in out and 'backward: compiled' in out
     assert res['ratio_forward'] > 0 and res['ratio_backward'] > 0
+
+def test_bench_amp_cpu_prints_each_variant():
+    res, out = run('bench_amp_cpu', ['--size', 'tiny', '--rounds', '1', '--threads', '1'])
+    for name in ('float32', 'bf16 autocast', 'float32 channels-last'): assert f'  {name} ' in out, name
+    assert set(res) == {'float32', 'bf16 autocast', 'float32 channels-last'} and res['float32']['vs_float32'] == 1.0
+    assert all(r['median_ms'] > 0 for r in res.values())
