@@ -181,3 +181,29 @@ def test_amp_trains(tmp_path):
         assert json.loads((run/'config.json').read_text())['train']['amp'] == amp
         scaler = torch.load(run/'last.pt', map_location='cpu', weights_only=False)['scaler']
         assert (scaler['scale'] <= 2.**16) if amp == 'fp16' else scaler == {}  # fp16's scaler state is in the checkpoint
+
+def test_stop_signal_under_torchrun(tmp_path):
+    "torchrun, 2 CPU processes: SIGTERM to rank 1 alone stops both after the same step (the flag's all-reduce), last.pt at that step, exit 75."
+    cfg = config(tmp_path, **LONG, freeze_bn='all')
+    run = tmp_path/'run'
+    e = dict(os.environ, OMP_NUM_THREADS='1')
+    p = subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m', 'uspl.apps.cli',
+                          'train', '--out', str(run), '--config', cfg, '--no-progress', '--device', 'cpu'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+    wait_until(lambda: n_logged(run) >= 1, p)
+    def ppid(pid):
+        try: return int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[1])
+        except (OSError, IndexError, ValueError): return None
+    def rank(pid):
+        try: env = dict(kv.split('=', 1) for kv in Path(f'/proc/{pid}/environ').read_text().split('\0') if '=' in kv)
+        except OSError: return None
+        return env.get('RANK')
+    workers = [int(q.name) for q in Path('/proc').iterdir() if q.name.isdigit() and ppid(int(q.name)) == p.pid]
+    one = [w for w in workers if rank(w) == '1']
+    assert len(one) == 1, workers
+    os.kill(one[0], signal.SIGTERM)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode != 0 and f'exitcode  : {PREEMPTED}' in err, err[-3000:]  # torchrun's report of its failed workers
+    assert 'a stop signal to another process: stopped after global step' in err, err[-3000:]  # rank 0 stopped by agreement
+    ck = torch.load(run/'last.pt', map_location='cpu', weights_only=False)
+    assert 1 <= ck['global_step'] < 12 and ck['global_step'] == n_logged(run)
