@@ -54,3 +54,9 @@ def test_bench_gpu_runs_on_the_cpu_at_the_tiny_size():
     assert res['ok'] and len(res['checks']) == 8 and set(res['fps'][1]) == {'EZ-VSL', 'SMR', 'SPS'}
     if not torch.cuda.is_available():
         with pytest.raises(SystemExit): run('bench_gpu', ['--device', 'cuda', '--size', 'tiny'])
+
+def test_bench_amp_cpu_prints_each_variant():
+    res, out = run('bench_amp_cpu', ['--size', 'tiny', '--rounds', '1', '--threads', '1'])
+    for name in ('float32', 'bf16 autocast', 'float32 channels-last'): assert f'  {name} ' in out, name
+    assert set(res) == {'float32', 'bf16 autocast', 'float32 channels-last'} and res['float32']['vs_float32'] == 1.0
+    assert all(r['median_ms'] > 0 for r in res.values())

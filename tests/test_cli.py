@@ -151,3 +151,10 @@ def test_shared_flags_mean_the_same():
         assert a.config == 'c.json' and a.settings == [('train', 'lr', 1e-3), ('icl', 'rho', 0.2)] and a.no_progress
         assert p.parse_args(argv + ['--size', 'tiny']).size == 'tiny'
     for argv in (['train', '--out', 'x'], ['eval', '--run', 'r']): assert p.parse_args(argv + ['--device', 'cpu']).device == 'cpu'
+
+@pytest.mark.parametrize('cmd', ['compare', 'demo'])
+def test_duplicate_seeds_refused(cmd, tmp_path):
+    "A seed listed twice would train and report one run twice as if two: refused in one line, exit 2, nothing written."
+    r = uspl(cmd, '--out', str(tmp_path/'o'), '--size', 'tiny', '--seeds', '0,0')
+    assert r.returncode == 2 and r.stderr.strip() == 'uspl: error: --seeds: seed 0 is listed twice', r.stderr
+    assert not (tmp_path/'o').exists()

@@ -97,3 +97,113 @@ def test_localize_own_media(tmp_path):
                            capture_output=True, text=True, timeout=300)
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and needle in lines[0] and lines[0].startswith('uspl'), (args, r.stderr)
+
+# ---- preemption: SIGTERM / SIGUSR1 stop a training after its step with last.pt written, exit 75; --resume is exact
+import signal, time
+PREEMPTED = 75  # uspl.engine.train.PREEMPTED_EXIT, the status the README documents
+LONG = dict(synth_train=24)  # 6 steps an epoch, 12 in all: time for a signal to land mid-epoch
+
+def start_train(run, cfg, *extra):
+    e = dict(os.environ, OMP_NUM_THREADS='1')
+    return subprocess.Popen([sys.executable, '-m', 'uspl.apps.cli', 'train', '--out', str(run), '--config', cfg, '--no-progress',
+                             '--device', 'cpu', *extra], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+
+def wait_until(done, p, timeout=300):
+    "Poll `done()` while the training `p` runs; fail if it ends first."
+    t0 = time.time()
+    while not done():
+        if p.poll() is not None: raise AssertionError('the training ended before it was signalled: ' + p.stderr.read()[-3000:])
+        assert time.time() - t0 < timeout, 'no step logged in time'
+        time.sleep(0.02)
+
+def n_logged(run):
+    try: return len(step_losses(run))
+    except (FileNotFoundError, json.JSONDecodeError): return 0
+
+@pytest.fixture(scope='module')
+def uninterrupted(tmp_path_factory):
+    "The weights an uninterrupted training of the LONG config ends with, and that config."
+    d = tmp_path_factory.mktemp('ref'); cfg = config(d, **LONG)
+    cli('train', '--out', str(d/'run'), '--config', cfg, '--no-progress', '--device', 'cpu')
+    assert n_logged(d/'run') == 12
+    return weights(d/'run'), cfg
+
+def assert_same(a, b):
+    assert a.keys() == b.keys()
+    for k in a: assert torch.equal(a[k], b[k]), k
+
+@pytest.mark.parametrize('sig', ['SIGTERM', 'SIGUSR1'])
+def test_stop_signal_then_resume_is_exact(tmp_path, uninterrupted, sig):
+    "A training signalled after its first logged step finishes that step, writes last.pt there, exits 75; --resume ends bit-exact."
+    ref, cfg = uninterrupted
+    run = tmp_path/'run'
+    p = start_train(run, cfg)
+    wait_until(lambda: n_logged(run) >= 1, p)
+    p.send_signal(getattr(signal, sig))
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == PREEMPTED, err[-3000:]
+    assert f'{sig}: stopped after global step' in err and '--resume' in err, err[-2000:]
+    ck = torch.load(run/'last.pt', map_location='cpu', weights_only=False)
+    assert 1 <= ck['global_step'] < 12 and ck['global_step'] == n_logged(run)  # the checkpoint is at the last step done
+    assert not (run/'.lock').exists()
+    cli('train', '--out', str(run), '--no-progress', '--device', 'cpu', '--resume')
+    assert [r['step'] for r in step_losses(run)] == list(range(1, 13))
+    assert_same(ref, weights(run))
+
+def test_ckpt_every_resume_mid_epoch(tmp_path, uninterrupted):
+    "--ckpt-every 3: a training killed outright (SIGKILL) after step 4 resumes from the mid-epoch checkpoint, bit-exact."
+    ref, cfg = uninterrupted
+    run = tmp_path/'run'
+    p = start_train(run, cfg, '--ckpt-every', '3')
+    wait_until(lambda: n_logged(run) >= 4, p)
+    p.kill(); p.communicate(timeout=60)
+    ck = torch.load(run/'last.pt', map_location='cpu', weights_only=False)
+    assert ck['global_step'] % 3 == 0 and ck['step_in_epoch'] > 0, (ck['global_step'], ck['step_in_epoch'])  # mid-epoch
+    cli('train', '--out', str(run), '--no-progress', '--device', 'cpu', '--resume')
+    assert_same(ref, weights(run))
+
+def test_amp_trains(tmp_path):
+    "--amp bf16 and fp16 on the CPU: two USPL steps with the overall loss (SMR's walk in float32): finite losses, float32 weights that moved."
+    from uspl.apps.cli import load_config
+    from uspl.methods.base import build_method
+    from uspl.core import seed_everything
+    cfg = config(tmp_path, warmup_epochs=0)  # the overall loss (Eq. 11) from the first step: SMR and SPS train too
+    seed_everything(0); w0 = build_method(load_config(cfg)).state_dict()  # the initial weights `uspl train` starts from
+    for amp, n in (('bf16', 2), ('fp16', 4)):  # fp16: the scaler skips the first steps (their gradients overflow at 2**16)
+        run = tmp_path/amp
+        cli('train', '--out', str(run), '--config', cfg, '--no-progress', '--device', 'cpu', '--max-steps', str(n), '--amp', amp)
+        losses = step_losses(run)
+        assert len(losses) == n and all(torch.isfinite(torch.tensor(v)) for r in losses for k, v in r.items() if k not in ('epoch', 'step'))
+        w = weights(run)
+        assert all(w[k].dtype == w0[k].dtype for k in w)  # parameters stay float32
+        moved = [k for k in w if w[k].is_floating_point() and not torch.equal(w[k], w0[k])]
+        assert any('pmv_aff' in k for k in moved) and any(k.startswith('visual') or '.visual' in k for k in moved), moved[:20]
+        assert json.loads((run/'config.json').read_text())['train']['amp'] == amp
+        scaler = torch.load(run/'last.pt', map_location='cpu', weights_only=False)['scaler']
+        assert (scaler['scale'] <= 2.**16) if amp == 'fp16' else scaler == {}  # fp16's scaler state is in the checkpoint
+
+def test_stop_signal_under_torchrun(tmp_path):
+    "torchrun, 2 CPU processes: SIGTERM to rank 1 alone stops both after the same step (the flag's all-reduce), last.pt at that step, exit 75."
+    cfg = config(tmp_path, **LONG, freeze_bn='all')
+    run = tmp_path/'run'
+    e = dict(os.environ, OMP_NUM_THREADS='1')
+    p = subprocess.Popen([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2', '-m', 'uspl.apps.cli',
+                          'train', '--out', str(run), '--config', cfg, '--no-progress', '--device', 'cpu'],
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=e)
+    wait_until(lambda: n_logged(run) >= 1, p)
+    def ppid(pid):
+        try: return int(Path(f'/proc/{pid}/stat').read_text().rsplit(')', 1)[1].split()[1])
+        except (OSError, IndexError, ValueError): return None
+    def rank(pid):
+        try: env = dict(kv.split('=', 1) for kv in Path(f'/proc/{pid}/environ').read_text().split('\0') if '=' in kv)
+        except OSError: return None
+        return env.get('RANK')
+    workers = [int(q.name) for q in Path('/proc').iterdir() if q.name.isdigit() and ppid(int(q.name)) == p.pid]
+    one = [w for w in workers if rank(w) == '1']
+    assert len(one) == 1, workers
+    os.kill(one[0], signal.SIGTERM)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode != 0 and f'exitcode  : {PREEMPTED}' in err, err[-3000:]  # torchrun's report of its failed workers
+    assert 'a stop signal to another process: stopped after global step' in err, err[-3000:]  # rank 0 stopped by agreement
+    ck = torch.load(run/'last.pt', map_location='cpu', weights_only=False)
+    assert 1 <= ck['global_step'] < 12 and ck['global_step'] == n_logged(run)

@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'FREEZE_BN', 'GROUPS', 'SHARED_GROUPS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'ConfigGroup', 'between',
-           'positive', 'nonneg', 'one_of', 'DataConfig', 'EncoderConfig', 'MMICLConfig', 'SMRConfig', 'SPSConfig',
-           'TrainConfig', 'register_group', 'USPLConfig', 'normalize_image', 'denormalize_image', 'minmax_norm',
-           'upsample_maps', 'check_finite', 'seed_everything', 'freeze_batchnorm', 'eval_mode', 'atomic_write',
-           'atomic_save']
+__all__ = ['OPTIMIZERS', 'FREEZE_BN', 'AMP_MODES', 'GROUPS', 'SHARED_GROUPS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'ConfigGroup',
+           'between', 'positive', 'nonneg', 'one_of', 'DataConfig', 'EncoderConfig', 'MMICLConfig', 'SMRConfig',
+           'SPSConfig', 'TrainConfig', 'register_group', 'USPLConfig', 'normalize_image', 'denormalize_image',
+           'minmax_norm', 'upsample_maps', 'check_finite', 'seed_everything', 'freeze_batchnorm', 'eval_mode',
+           'atomic_write', 'atomic_save']
 
 # %% ../nbs/00_core.ipynb #c006
 def _kind(f) -> str:
@@ -142,7 +142,7 @@ class SPSConfig(ConfigGroup):
     _rules = dict(fpn_dim=(positive, '> 0'), head_dim=(positive, '> 0'), aspp_dim=(positive, '> 0'),
                   aspp_rates=(lambda v, _: len(v) >= 1 and all(isinstance(r, int) and r >= 1 for r in v), 'a list of ints >= 1'))
 
-OPTIMIZERS, FREEZE_BN = ('adam', 'sgd'), ('none', 'visual', 'all')
+OPTIMIZERS, FREEZE_BN, AMP_MODES = ('adam', 'sgd'), ('none', 'visual', 'all'), ('off', 'bf16', 'fp16')
 
 @dataclass(frozen=True)
 class TrainConfig(ConfigGroup):
@@ -159,12 +159,13 @@ class TrainConfig(ConfigGroup):
     freeze_bn:str='none' # BatchNorm layers kept in eval mode: 'none', 'visual' (f_v's: a pretrained backbone with small batches) or 'all' (exact DDP equivalence on CPUs)
     sync_bn:bool=True # SyncBatchNorm under multi-GPU DistributedDataParallel (CPU processes cannot sync BN)
     ckpt_every:int=0 # also write the checkpoint every N optimiser steps (0: at the end of each epoch only)
+    amp:str='off' # mixed precision of the training step: 'off' (float32), 'bf16' (autocast to bfloat16) or 'fp16' (float16 with a gradient scaler)
     eval_path:str='sps' # inference path for validation and `uspl eval` when the method has it (USPL's: 'sps' fast, 'smr' coarse -> fine, 'coarse'), else the method's first
     _rules = dict(lambdas=(lambda v, _: len(v) == 3 and min(v) >= 0, '3 weights >= 0 (L_mmicl, L_aff, L_seg)'),
                   warmup_epochs=(nonneg, '>= 0'), epochs=(lambda v, _: v >= 1, '>= 1'),
                   batch_size=(lambda v, _: v >= 2, '>= 2 (contrastive negatives and BatchNorm need two samples)'),
                   lr=(positive, '> 0'), optimizer=one_of(*OPTIMIZERS), weight_decay=(nonneg, '>= 0'), seed=(nonneg, '>= 0'),
-                  num_workers=(nonneg, '>= 0'), freeze_bn=one_of(*FREEZE_BN), ckpt_every=(nonneg, '>= 0'),
+                  num_workers=(nonneg, '>= 0'), freeze_bn=one_of(*FREEZE_BN), ckpt_every=(nonneg, '>= 0'), amp=one_of(*AMP_MODES),
                   eval_path=(lambda v, _: v.isidentifier(), 'the name of an inference path'))
 
 # %% ../nbs/00_core.ipynb #c012

@@ -9,9 +9,9 @@ from pathlib import Path
 import uspl
 
 # %% auto #0
-__all__ = ['JOBS', 'SHARED_FLAGS', 'UsageError', 'build_parser', 'load_config', 'size_config', 'base_config', 'apply_settings',
-           'check_root', 'check_out', 'data_options', 'report_skips', 'skipped_note', 'describe', 'cmd_train',
-           'cmd_eval', 'cmd_demo', 'cmd_compare', 'cmd_localize', 'cmd_data', 'cmd_docs', 'main']
+__all__ = ['AMP_MODES', 'JOBS', 'SHARED_FLAGS', 'UsageError', 'build_parser', 'load_config', 'size_config', 'base_config',
+           'apply_settings', 'check_root', 'check_out', 'data_options', 'report_skips', 'skipped_note', 'describe',
+           'cmd_train', 'cmd_eval', 'cmd_demo', 'cmd_compare', 'cmd_localize', 'cmd_data', 'cmd_docs', 'main']
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c005
 class UsageError(Exception):
@@ -68,6 +68,7 @@ def _sizes():
     from uspl.evaluation.compare import SIZES
     return SIZES
 
+AMP_MODES = ('off', 'bf16', 'fp16') # `uspl.core.AMP_MODES`, the config's choices (not imported: the parser stays light)
 JOBS = 2 # the one default of --jobs (demo, compare): on 2 CPU cores the demo took 922 s at 2, 1039 s at 1 (notes/session-2026-12-06b.md),
          # and each training gets 1 thread, as in every stored result (nbs/results: a run's numbers depend on its threads)
 
@@ -105,6 +106,16 @@ def _jobs_flag(p, cmd):
 def _progress_flag(p, cmd):
     p.add_argument('--no-progress', action='store_true', help='no progress display (train: the progress bars; demo, compare: steps done, each training\'s epoch, time left)')
 
+@_shared('amp')
+def _amp_flag(p, cmd):
+    p.add_argument('--amp', choices=AMP_MODES, default=None,
+                   help="mixed precision of the training steps: off (float32), bf16, fp16 (with a gradient scaler); default: the config's amp")
+
+@_shared('ckpt')
+def _ckpt_flag(p, cmd):
+    p.add_argument('--ckpt-every', type=int, default=None, metavar='N',
+                   help="also write RUN/last.pt every N optimiser steps (default: the config's ckpt_every; 0: at the end of each epoch only)")
+
 @_shared('methods')
 def _methods_flags(p, cmd):
     "--methods and --seeds: each method trained once per seed."
@@ -136,10 +147,10 @@ def _checkpoint_flags(p, cmd):
     p.add_argument('--checkpoint', default=None, help=f'file in RUN; default: {BEST}, else {LAST}')
 
 SHARED_FLAGS = dict( # subcommand -> the shared flags it takes, in this order after its own
-    demo=('methods', 'config', 'jobs', 'progress'),
-    train=('dataset', 'config', 'device', 'progress', 'data'),
+    demo=('methods', 'config', 'amp', 'jobs', 'progress'),
+    train=('dataset', 'config', 'amp', 'ckpt', 'device', 'progress', 'data'),
     eval=('dataset', 'checkpoint', 'device', 'data'),
-    compare=('dataset', 'methods', 'config', 'jobs', 'progress'),
+    compare=('dataset', 'methods', 'config', 'amp', 'jobs', 'progress'),
     localize=('checkpoint',))
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c009
@@ -311,18 +322,18 @@ def describe(model, cfg) -> str:
             f'{n / 1e6:.1f} M parameters, batch {cfg.batch_size}, {cfg.warmup_epochs + cfg.epochs} epochs')
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c016
-def _resume_config(a):
-    "The config `uspl train --resume` continues with: the run's config, checked against a --config or --method given."
+def _resume_config(a, flags:dict):
+    "The config `uspl train --resume` continues with: the run's config, checked against a --config, --method or config flags (`flags`) given."
     from uspl.methods.base import get_method
     from uspl.engine.runs import resume_config, read_run_config, CONFIG
     if not (Path(a.out)/CONFIG).is_file(): raise UsageError(f'nothing to resume: {a.out} has no {CONFIG}')
     try: saved = read_run_config(a.out)  # the groups of its method (an older run's config held every method's)
     except (FileNotFoundError, ValueError, TypeError) as e: raise UsageError(f'unreadable config: {e}') from e
-    if not (a.config or a.size or a.settings or a.method): return saved
+    if not (a.config or a.size or a.settings or a.method or flags): return saved
     given = base_config(a, saved.seed) or saved
     named = a.config and 'method' in json.loads(Path(a.config).read_text())  # the file names its method
     method = a.method or (given.method if named else saved.method)
-    given = apply_settings(given.update(method=method), a.settings, [method])
+    given = apply_settings(given.update(method=method), a.settings, [method]).update(**flags)
     cfg, changed = resume_config(saved, get_method(method).config_for(given), a.out)
     if changed: print(f"uspl: notice: resuming {a.out} with " + ', '.join(f'{k} {x!r} -> {y!r}' for k, (x, y) in changed.items()),
                       file=sys.stderr)
@@ -338,17 +349,19 @@ def _check_resumable(out:Path, method:str):
 def cmd_train(a):
     root = check_root(a.dataset, a.root)
     if a.max_steps is not None and a.max_steps < 1: raise UsageError(f'--max-steps must be >= 1, got {a.max_steps}')
+    if a.ckpt_every is not None and a.ckpt_every < 0: raise UsageError(f'--ckpt-every must be >= 0, got {a.ckpt_every}')
     if a.resume and a.overwrite: raise UsageError('--resume continues the run, --overwrite replaces it: give one of them')
     dkw = data_options(a)
     if a.resume and not Path(a.out).is_dir(): raise UsageError(f'nothing to resume: {a.out} is not a folder')
     out = check_out(a.out)  # the out folder first: nothing is printed before its error
     from uspl.engine.runs import refuse_locked
     refuse_locked(out, depth=1)  # a second writer (into the run folder, or an iterative method's iteration folders)
-    if a.resume: cfg = _resume_config(a)
+    flags = {k: v for k, v in (('ckpt_every', a.ckpt_every), ('amp', a.amp)) if v is not None}  # config fields given as flags
+    if a.resume: cfg = _resume_config(a, flags)
     else:
         cfg = base_config(a) or load_config(None)  # --config, --size, else the paper's defaults
         if a.method: cfg = cfg.update(method=a.method)
-        cfg = apply_settings(cfg, a.settings, [cfg.method])
+        cfg = apply_settings(cfg, a.settings, [cfg.method]).update(**flags)  # --amp / --ckpt-every over --set
     from uspl.methods.base import build_method
     from uspl.data.datasets import build_dataset
     from uspl.data.datasets import validation_split
@@ -378,7 +391,7 @@ def cmd_train(a):
                 print("uspl: warning: no --size or --config: this is the paper's full size (ResNet-50 at 224, 23 epochs), a GPU job; "
                       "on a CPU start from `uspl demo` or --size cpu", file=sys.stderr)
         path = model.default_path
-        ev = (lambda m: evaluate_dataset(m, val_ds, path=path, device=env.device)) if val_ds is not None else None
+        ev = (lambda m: evaluate_dataset(m, val_ds, path=path, device=env.device, num_workers=cfg.num_workers)) if val_ds is not None else None
         st = train_method(model, train_ds, out, evaluate=ev, resume=a.resume, max_steps=a.max_steps, progress=not a.no_progress, env=env,
                        overwrite=a.overwrite)
         if env.main: print(json.dumps(dict(run=str(a.out), method=model.name, steps=st['global_step'], epochs=st['epoch'],
@@ -416,6 +429,11 @@ def _check_methods(names):
     bad = [m for m in names if m not in method_names()]
     if bad: raise UsageError(f'--methods: unknown method(s) {bad}; choose from {method_names()}')
 
+def _check_seeds(seeds:list):
+    "A seed listed twice would train and report the same run twice as if two."
+    dup = next((x for i, x in enumerate(seeds) if x in seeds[:i]), None)
+    if dup is not None: raise UsageError(f'--seeds: seed {dup} is listed twice')
+
 def _check_jobs(a):
     if a.jobs < 1: raise UsageError(f'--jobs must be >= 1, got {a.jobs}')
 
@@ -427,22 +445,22 @@ def _compare_config(a):
     return apply_settings(cfg, a.settings, a.methods) if a.config or a.settings else None
 
 def cmd_demo(a):
-    _check_jobs(a)
+    _check_jobs(a); _check_seeds(a.seeds)
     from uspl.apps.demo import run_demo
     cfg = _compare_config(a)
     from uspl.engine.runs import refuse_locked
     refuse_locked(check_out(a.out))  # a second demo into the same folder
-    run_demo(a.out, size=a.size, seeds=a.seeds, methods=a.methods, jobs=a.jobs, cfg=cfg, progress=not a.no_progress)
+    run_demo(a.out, size=a.size, seeds=a.seeds, methods=a.methods, jobs=a.jobs, cfg=cfg, amp=a.amp, progress=not a.no_progress)
 
 def cmd_compare(a):
-    _check_jobs(a)
+    _check_jobs(a); _check_seeds(a.seeds)
     from uspl.evaluation.compare import run_compare
     root = check_root(a.dataset, a.root)
     cfg = _compare_config(a)
     from uspl.engine.runs import refuse_locked
     refuse_locked(check_out(a.out))  # a second compare into the same folder
     run_compare(a.out, a.methods, a.seeds, a.dataset, root, a.size, cfg, imagenet=not a.no_imagenet, progress=not a.no_progress,
-                jobs=a.jobs)
+                jobs=a.jobs, amp=a.amp)
 
 def cmd_localize(a):
     if not Path(a.run).is_dir(): raise UsageError(f'run folder not found: {a.run}')
@@ -517,9 +535,10 @@ def main(argv:list[str]|None=None) -> int:
         msg = _first_line(e)
         print(msg if msg.startswith('uspl') else f'uspl: error: {msg}', file=sys.stderr)
         raise SystemExit(2)
-    except KeyboardInterrupt as e:
+    except KeyboardInterrupt as e:  # Ctrl-C, or a stop signal (SIGTERM, SIGUSR1) that ended a training after its step
         print(_interrupted(a, e), file=sys.stderr)
-        raise SystemExit(130)
+        tr = sys.modules.get('uspl.engine.train')  # imported whenever a training ran
+        raise SystemExit(tr.PREEMPTED_EXIT if tr is not None and isinstance(e, tr.TrainingPreempted) else 130)
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c021
 if __name__ == '__main__' and '__file__' in globals(): raise SystemExit(main())

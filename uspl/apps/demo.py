@@ -82,12 +82,13 @@ def run_demo(out:str|Path='demo_out', # output folder
              log=print,
              jobs:int=2, # trainings at a time (`uspl.evaluation.compare.run_compare`): on 2 cores two 1-thread trainings outrun one 2-thread one
              cfg=None, # a `USPLConfig` instead of `size` (`uspl demo --config` or `--set`): its seed is replaced by each seed
+             amp:str|None=None, # mixed precision of the trainings (None: the config's, float32 at the named sizes)
             ) -> dict:
     "`uspl compare` on the synthetic scenes at a CPU size, plus the efficiency of each path and a figure of the maps."
     t0, out = time.time(), Path(out)
     # the trainings' start and end lines are shown (with the progress display), the compare's tables are not: the demo's follow
     said = lambda s: None if s.startswith('# uspl compare') else log(s)
-    res = run_compare(out, methods, seeds, 'synthetic', size=size, cfg=cfg, progress=progress, log=said, jobs=jobs)
+    res = run_compare(out, methods, seeds, 'synthetic', size=size, cfg=cfg, progress=progress, log=said, jobs=jobs, amp=amp)
     size, cfg = (size, size_config(size, seeds[0])) if cfg is None else (None, cfg.update(seed=seeds[0]))  # no size: the budget is not judged
     test = SyntheticScenes.from_config(cfg, 'test', 4)
     res['efficiency'] = efficiency_rows(out, methods, seeds[0], default_collate([test[0]]))

@@ -4,7 +4,9 @@
 
 # %% ../../nbs/50_engine/51_train.ipynb #c001
 from __future__ import annotations
-import os, sys, json, math, time, socket, logging, signal, threading
+import os, sys, json, math, time, socket, logging, signal, threading, random
+from contextlib import nullcontext
+import numpy as np
 from functools import partial
 from pathlib import Path
 from typing import NamedTuple, Callable
@@ -19,9 +21,10 @@ from .runs import (LAST, BEST, CONFIG, LOG, DONE, RunLock, RunLocked, prepare_ru
                               load_checkpoint, held_checkpoints, stage_dir, stage_indices, write_done, read_done)
 
 # %% auto #0
-__all__ = ['DistEnv', 'init_distributed', 'cleanup_distributed', 'gather_cat', 'mean_over_processes', 'epoch_batches',
-           'step_generator', 'make_optimizer', 'tune_allocator', 'LossStep', 'to_device', 'hold_sigint',
-           'TrainingInterrupted', 'fit', 'train_method', 'evaluate_dataset']
+__all__ = ['AMP_DTYPES', 'PREEMPT_SIGNALS', 'PREEMPTED_EXIT', 'DistEnv', 'init_distributed', 'cleanup_distributed', 'gather_cat',
+           'mean_over_processes', 'epoch_batches', 'step_generator', 'make_optimizer', 'tune_allocator', 'LossStep',
+           'autocast_for', 'to_device', 'hold_sigint', 'stop_signals', 'agree_stop', 'TrainingInterrupted',
+           'TrainingPreempted', 'fit', 'train_method', 'evaluate_dataset']
 
 # %% ../../nbs/50_engine/51_train.ipynb #c006
 class DistEnv(NamedTuple):
@@ -129,6 +132,14 @@ class LossStep(nn.Module):
     def forward(self, batch:dict, epoch:int, generator:torch.Generator, gather:Callable) -> dict:
         return self.model.losses(batch, epoch=epoch, generator=generator, gather=gather)
 
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16} # `TrainConfig.amp` -> the autocast dtype ('off': none)
+
+def autocast_for(amp:str, # 'off', 'bf16' or 'fp16' (`TrainConfig.amp`)
+                 device:torch.device) -> object:
+    "The context a training step's forward runs in: `torch.autocast` on `device`'s type with the dtype of `amp`; a no-op for 'off'."
+    if amp not in ('off', *AMP_DTYPES): raise ValueError(f"unknown amp {amp!r}; choose 'off', 'bf16' or 'fp16'")
+    return nullcontext() if amp == 'off' else torch.autocast(torch.device(device).type, dtype=AMP_DTYPES[amp])
+
 def to_device(batch:dict, device:torch.device) -> dict:
     "Move the tensors of a batch dict to `device`."
     return {k: v.to(device, non_blocking=True) if isinstance(v, Tensor) else v for k, v in batch.items()}
@@ -160,7 +171,33 @@ class hold_sigint:
             if callable(self.old): self.old(signal.SIGINT, None)
             elif self.old == signal.SIG_DFL: raise KeyboardInterrupt
 
-# %% ../../nbs/50_engine/51_train.ipynb #c025
+# %% ../../nbs/50_engine/51_train.ipynb #c026
+PREEMPT_SIGNALS = ('SIGTERM', 'SIGUSR1') # the signals that stop a training after its current step (SIGUSR1 where the platform has it)
+PREEMPTED_EXIT = 75 # exit status of `uspl` after a training was stopped by one of them (EX_TEMPFAIL: continue with --resume)
+
+class stop_signals:
+    "Record `PREEMPT_SIGNALS` inside the `with` block (`.got`: the first one's name) instead of dying; the previous handlers come back after. A no-op outside the main thread."
+    def __enter__(self):
+        self.got, self.old = None, {}
+        if threading.current_thread() is threading.main_thread():
+            for n in PREEMPT_SIGNALS:
+                if (s := getattr(signal, n, None)) is not None: self.old[s] = signal.signal(s, self._record)
+        return self
+    def _record(self, sig, frame): self.got = self.got or signal.Signals(sig).name
+    def __exit__(self, *exc):
+        for s, h in self.old.items(): signal.signal(s, signal.SIG_DFL if h is None else h)  # None: a handler not set from Python
+        self.old = {}
+
+# %% ../../nbs/50_engine/51_train.ipynb #c029
+def agree_stop(flag:bool, # this process was asked to stop
+               env:DistEnv) -> bool:
+    "Whether any process was asked to stop (an all-reduce of the flag over the processes; the flag itself in one process)."
+    if env.world == 1 or not (dist.is_available() and dist.is_initialized()): return bool(flag)
+    t = torch.tensor([float(flag)], device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item())
+
+# %% ../../nbs/50_engine/51_train.ipynb #c031
 class TrainingInterrupted(KeyboardInterrupt):
     "Ctrl-C during `fit`: says where the run stopped and which checkpoint it continues from."
     def __init__(self, run:Path, step:int, saved:int|None):
@@ -168,6 +205,27 @@ class TrainingInterrupted(KeyboardInterrupt):
         where = (f"{run/LAST} (global step {saved}) is intact" if saved is not None
                  else "no checkpoint was written yet (nothing to resume)")
         super().__init__(f"interrupted at global step {step}; {where}")
+    def __reduce__(self): return type(self), (self.run, self.step, self.saved)  # raised again in a parent process (`uspl compare --jobs`)
+
+class TrainingPreempted(TrainingInterrupted):
+    "A stop signal (`PREEMPT_SIGNALS`) during `fit`: the run stopped after its current step, with `last.pt` written at that step."
+    def __init__(self, run:Path, step:int, saved:int|None, signame:str='SIGTERM'):
+        super().__init__(run, step, saved); self.signame = signame
+        self.args = (f"{signame}: stopped after global step {step}; {run/LAST} (global step {saved}) is intact",)
+    def __reduce__(self): return type(self), (self.run, self.step, self.saved, self.signame)
+
+def _rng_states(device:torch.device) -> dict:
+    "Every random generator's state a checkpoint keeps: torch's (and the GPUs'), Python's and NumPy's."
+    d = dict(rng=torch.get_rng_state(), rng_py=random.getstate(), rng_np=np.random.get_state())
+    if torch.device(device).type == 'cuda': d['rng_cuda'] = torch.cuda.get_rng_state_all()
+    return d
+
+def _set_rng_states(ck:dict):
+    "Restore the generators `_rng_states` saved (a checkpoint of an older version holds torch's only)."
+    torch.set_rng_state(ck['rng'])
+    if 'rng_py' in ck: random.setstate(ck['rng_py'])
+    if 'rng_np' in ck: np.random.set_state(ck['rng_np'])
+    if 'rng_cuda' in ck and torch.cuda.is_available() and len(ck['rng_cuda']) == torch.cuda.device_count(): torch.cuda.set_rng_state_all(ck['rng_cuda'])
 
 def _broadcast_error(env:DistEnv, err:BaseException|None):
     "Raise `err` of the main process in every process (a refusal must not leave the others waiting)."
@@ -179,7 +237,7 @@ def _broadcast_error(env:DistEnv, err:BaseException|None):
 
 def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gather) -> dict` and a `state_dict`
         train_ds:Dataset, # dataset of dict samples
-        cfg:USPLConfig, # uses seed, batch_size, lr, weight_decay, warmup_epochs + epochs, num_workers, ckpt_every
+        cfg:USPLConfig, # uses seed, batch_size, lr, weight_decay, warmup_epochs + epochs, num_workers, ckpt_every, amp
         out:str|Path, # run folder (`uspl.engine.runs`: checkpoints, config, log; locked while training)
         evaluate:Callable|None=None, # evaluate(model) -> dict of validation metrics (called on the main process)
         monitor:str='miou', # validation metric whose best value selects the best checkpoint
@@ -208,21 +266,25 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
             if lock: lock.release()
             raise
     _broadcast_error(env, err)
-    log, saved = None, None
+    log, saved, stop = None, None, stop_signals()
     state = dict(epoch=0, step_in_epoch=0, global_step=0, history=[], best=None)
     try:
+        stop.__enter__()  # SIGTERM / SIGUSR1 recorded from here on, the previous handlers back in `finally`
         seed_everything(cfg.seed)
         model = model.to(env.device)
         if env.world > 1 and env.device.type == 'cuda' and cfg.sync_bn: model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         opt = make_optimizer(model, cfg)
+        scaler = torch.amp.GradScaler(env.device.type, enabled=cfg.amp == 'fp16')  # fp16 only: bf16 has float32's range
         if resume:
             ck = load_checkpoint(out/LAST)
-            try: model.load_state_dict(ck['model']); opt.load_state_dict(ck['optim'])
+            try:
+                model.load_state_dict(ck['model']); opt.load_state_dict(ck['optim'])
+                if ck.get('scaler'): scaler.load_state_dict(ck['scaler'])
             except (RuntimeError, ValueError, KeyError) as e:
                 raise ValueError(f"checkpoint {out/LAST} does not fit this model and config "
                                  f"({str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__})") from None
             state = {k: ck[k] for k in state}
-            torch.set_rng_state(ck['rng'])
+            _set_rng_states(ck)
             saved = state['global_step']
             if env.main: trim_log(out/LOG, state['global_step'], state['epoch'])
         if env.main: cfg.save(out/CONFIG)  # the config of the latest (re)start
@@ -235,10 +297,13 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
             nonlocal saved
             with hold_sigint():  # a Ctrl-C now ends the run after the file is in place, with `saved` saying so
                 if env.main:
-                    save_checkpoint(dict(model=model.state_dict(), optim=opt.state_dict(), cfg=cfg.to_dict(), rng=torch.get_rng_state(),
-                                         **state), out, name)
+                    save_checkpoint(dict(model=model.state_dict(), optim=opt.state_dict(), scaler=scaler.state_dict(), cfg=cfg.to_dict(),
+                                         **_rng_states(env.device), **state), out, name)
                 if name == LAST: saved = state['global_step']
         log = open(out/LOG, 'a' if resume else 'w') if env.main else None
+        def preempted():  # every process stops after this step, with its checkpoint written
+            if saved != state['global_step']: save()
+            raise TrainingPreempted(out, state['global_step'], saved, stop.got or 'a stop signal to another process')
         while state['epoch'] < total:
             epoch = state['epoch']
             batches = epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch, env.rank, env.world)
@@ -250,11 +315,12 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
                        leave=False, dynamic_ncols=True)
             for batch in bar:
                 g = step_generator(cfg.seed, state['global_step'])
-                losses = step_fn(to_device(batch, env.device), epoch, g, partial(gather_cat, group=env.group))
+                with autocast_for(cfg.amp, env.device):
+                    losses = step_fn(to_device(batch, env.device), epoch, g, partial(gather_cat, group=env.group))
                 vals = _fetch_losses(losses, epoch, state['step_in_epoch'], state['global_step'])  # the step's one host sync
                 opt.zero_grad(set_to_none=True)
-                losses['loss'].backward()
-                opt.step()
+                scaler.scale(losses['loss']).backward()  # without fp16: the loss itself, and `opt.step()` below
+                scaler.step(opt); scaler.update()
                 state['step_in_epoch'] += 1; state['global_step'] += 1
                 logged = mean_over_processes(vals)
                 if env.main:
@@ -264,6 +330,7 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
                 if cfg.ckpt_every and state['global_step'] % cfg.ckpt_every == 0: save()
                 if max_steps is not None and state['global_step'] >= max_steps:
                     save(); return state
+                if agree_stop(stop.got is not None, env): preempted()
             bar.close()
             state['epoch'] += 1; state['step_in_epoch'] = 0
             rec = dict(epoch=epoch + 1, steps=state['global_step'])
@@ -278,14 +345,17 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
                 log.write(json.dumps(dict(kind='epoch', **rec)) + '\n'); log.flush()
                 if progress: tqdm.write(' '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}' for k, v in rec.items()))
             save()
+            if state['epoch'] < total and agree_stop(stop.got is not None, env): preempted()  # e.g. one sent during validation
         return state
+    except TrainingInterrupted: raise
     except KeyboardInterrupt:
         raise TrainingInterrupted(out, state['global_step'], saved) from None
     finally:
+        stop.__exit__(None, None, None)
         if log: log.close()
         if lock: lock.release()
 
-# %% ../../nbs/50_engine/51_train.ipynb #c039
+# %% ../../nbs/50_engine/51_train.ipynb #c050
 def _staged_summary(done:list) -> dict:
     "The state `train_method` returns for a staged run: steps and epochs summed, history tagged by stage."
     return dict(global_step=sum(s['global_step'] for s in done), epoch=sum(s['epoch'] for s in done),
@@ -337,7 +407,7 @@ def train_method(model:nn.Module, # a method (`uspl.methods.base.Method`): `loss
         if env.main: write_done(d, st)
     return _staged_summary(done)
 
-# %% ../../nbs/50_engine/51_train.ipynb #c043
+# %% ../../nbs/50_engine/51_train.ipynb #c054
 @torch.no_grad()
 def evaluate_dataset(model:nn.Module, # has `predict(image, audio, path) -> [B,H,W]` probabilities
                      ds:Dataset, # dict samples with 'image', 'audio', 'mask', 'has_mask'
@@ -349,7 +419,7 @@ def evaluate_dataset(model:nn.Module, # has `predict(image, audio, path) -> [B,H
     "mIoU, F-score (AVSBench), cIoU@0.5, AUC (VGGSS) and `n` of `model`'s maps over the samples of `ds` with a mask."
     device = torch.device(device) if device is not None else next(model.parameters()).device
     seg, loc = SegMeter(), LocMeter()
-    for b in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers):
+    for b in DataLoader(ds, batch_size=batch_size, shuffle=False, num_workers=num_workers, pin_memory=device.type == 'cuda'):
         keep = torch.as_tensor(b['has_mask'], dtype=torch.bool)
         if not keep.any(): continue
         probs = model.predict(b['image'][keep].to(device), b['audio'][keep].to(device), path).float().cpu()

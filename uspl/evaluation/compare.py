@@ -382,14 +382,18 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
                 progress:bool=True, # one progress display for all the trainings (`Progress`, on stderr)
                 log=print,
                 jobs:int=1, # trainings at a time, each in a worker process; 1: one after the other here
+                amp:str|None=None, # mixed precision of the trainings ('off', 'bf16', 'fp16'; None: the config's `amp`)
                ) -> dict:
     "Train each method once per seed (reusing finished runs), score every path and the trivial baselines, write the results."
     t0, out = time.time(), Path(out)
     methods, seeds = list(methods), [int(s) for s in seeds]
     for m in methods: get_method(m)
     if not seeds: raise ValueError('seeds: give at least one seed')
+    if (dup := next((s for i, s in enumerate(seeds) if s in seeds[:i]), None)) is not None:
+        raise ValueError(f'seeds: seed {dup} is listed twice')  # it would train and report one run twice as if two
     if not isinstance(jobs, int) or jobs < 1: raise ValueError(f'jobs must be an integer >= 1, got {jobs!r}')
     base = cfg if cfg is not None else size_config(size, seeds[0], imagenet)
+    if amp is not None: base = base.update(amp=amp)
     metrics = dataset_spec(dataset).metrics  # what its ground truth supports: the goals and the plot follow it
     splits = compare_splits(dataset, root, base)
     rows, threads, scored = [], torch.get_num_threads(), {}
