@@ -99,7 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_flags(e)
     c = sub.add_parser('compare', formatter_class=_FMT, help='train methods over seeds and compare them',
                        description='Train each method once per seed (finished runs are reused, interrupted ones resumed), score '
-                                   'every path and the trivial baselines on the test split, write results.json/.md/.png.',
+                                   'every path and the trivial baselines on the test split, write results.json/.md/.png; a root holding a pair split '
+                                   '(`uspl data stamps --pairs N`) adds the listening table, the audio probe, pairs_per_class.json and pairs.png.',
                        epilog='example: uspl compare --dataset s4 --root stamps_s4 --methods ezvsl,uspl --seeds 0,1,2 --out cmp_s4')
     c.add_argument('--dataset', choices=DATASETS, default='synthetic', help='dataset layout')
     c.add_argument('--root', help='dataset root (s4 / vggss)')
