@@ -57,7 +57,7 @@ def test_demo_tiny_writes_its_outputs(tmp_path):
     md = (tmp_path/'out'/'results.md').read_text()
     assert '| method | path | seeds | mIoU | F-score | cIoU | AUC |' in md and 'Quality goals:' in md and 'Only 2 seed(s)' in md
     assert md.strip() in r.stdout
-    for f in ('figure.png', 'results.png'): assert (tmp_path/'out'/f).stat().st_size > 0
+    for f in ('figure.png', 'results.png', 'pairs.png'): assert (tmp_path/'out'/f).stat().st_size > 0
 
 def test_data_stamps_pairs(tmp_path):
     "`uspl data stamps --pairs N` on a tiny fake stamp folder: the ordinary scenes, N pair images listed twice, pairs.json; bad N exits 2."
