@@ -57,7 +57,7 @@ def test_demo_tiny_writes_its_outputs(tmp_path):
     md = (tmp_path/'out'/'results.md').read_text()
     assert '| method | path | seeds | mIoU | F-score | cIoU | AUC |' in md and 'Quality goals:' in md and 'Only 2 seed(s)' in md
     assert md.strip() in r.stdout
-    for f in ('figure.png', 'results.png'): assert (tmp_path/'out'/f).stat().st_size > 0
+    for f in ('figure.png', 'results.png', 'pairs.png'): assert (tmp_path/'out'/f).stat().st_size > 0
     assert 'progress: 16/16 steps (100%)' in r.stderr, r.stderr[-3000:]  # the one progress display (2 seeds x 2 methods x 4 steps)
 
 def test_compare_jobs_progress_lines(tmp_path):

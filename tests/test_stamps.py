@@ -151,3 +151,42 @@ def test_real_stamp_pairs(tmp_path):
     b = next(iter(pair_loader(ds, pairs_per_batch=12)))
     r = PairMeter().update(pair_baseline_maps('one_object', b), b['mask'], b['other'], b['pair'], b['category']).scores()
     assert (r['selection'], r['pair_accuracy'], r['n_pairs']) == (.5, 0., 12) and 0.4 < r['miou'] < 0.6
+
+def test_compare_listening_on_pairs(fake, tmp_path):
+    "`run_compare` on s4 stamps with a pair split (tiny size): listening rows, the audio probe (also in log.jsonl), the per-class file."
+    import json
+    from uspl.evaluation.compare import run_compare, LISTEN_METRICS
+    root = Path(build_stamps(out=tmp_path/'s', workers=1, pairs=4, **fake)['out'])
+    msgs, out = [], tmp_path/'cmp'
+    res = run_compare(out, ['ezvsl', 'uspl'], [0], 's4', root, size='tiny', progress=False, log=msgs.append)
+    lis = res['listening']
+    assert (lis['n_pairs'], lis['n_scenes']) == (4, 8)
+    rows = {(r['method'], r['path']): r for r in lis['rows']}
+    learned = [('ezvsl', 'coarse'), ('uspl', 'sps'), ('uspl', 'smr'), ('uspl', 'coarse')]
+    assert set(rows) == {*learned, *[(f'{m} sound-blind', p) for m, p in learned],
+                         ('center-prior', 'trivial'), ('all-objects', 'trivial'), ('one-object', 'trivial')}
+    for r in rows.values():
+        assert all(0 <= r[k] <= 1 for k in LISTEN_METRICS), r
+        assert (r['n_scenes'], r['n_pairs']) == (8, 4)
+    for k, r in rows.items():  # sound-blind maps and baselines: each image's two scenes cannot both be right
+        if k not in learned: assert (r['selection'], r['pair_accuracy'], r['swing']) == (.5, 0., 0.), k
+    assert {r['method']: r['seed'] for r in lis['rows'] if r['path'] == 'trivial'} == {'center-prior': None, 'all-objects': None, 'one-object': None}
+    for p in lis['probe']:
+        assert 0 <= p['accuracy'] <= 1 and 0 <= p['initial'] <= 1 and p['n'] == 8 and p['k'] == 5
+        assert p['chance'] == 1 / p['classes'] and p['classes'] == len(lis['per_class'])
+    assert [m.split(' (chance')[0].rsplit(' ', 1)[0] for m in msgs if ': audio probe' in m] == ['ezvsl-s0: audio probe', 'uspl-s0: audio probe']
+    goals = [g['goal'] for g in res['goals']]
+    assert 'uspl/sps selection accuracy >= 90%' in goals and 'ezvsl/coarse pair accuracy > 0 on every seed' in goals
+    log = [json.loads(l) for l in (out/'runs'/'uspl-s0'/'log.jsonl').read_text().splitlines()]
+    assert log[0]['kind'] == 'init' and 0 <= log[0]['probe_acc'] <= 1 and log[0]['steps'] == 0
+    ep = [r for r in log if r.get('kind') == 'epoch']
+    assert len(ep) == 2 and all(0 <= r['probe_acc'] <= 1 and r['probe_chance'] == lis['probe'][0]['chance'] for r in ep)
+    side = json.loads((out/'pairs_per_class.json').read_text())
+    assert set(side['classes']) == {o['class'] for e in read_pairs(root)['pairs'] for o in e['objects']}
+    assert all(0 <= v <= 1 for d in side['classes'].values() for k, v in d.items() if k != 'scenes')
+    assert {(e['method'], e['path']) for e in side['paths']} == set(learned)
+    md = (out/'results.md').read_text()
+    for s in ('| one-object | trivial | - | 50.0 ± 0.0 | 0.0 ± 0.0 | 0.000 ± 0.000 |', 'Audio probe:', '| class | scenes | ezvsl/coarse |',
+              'selection accuracy >= 90%'):
+        assert s in md, s
+    assert (out/'pairs.png').stat().st_size > 0

@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument('--iteration', type=int, default=None, help='staged methods: the iteration to score; default: the last')
     c = cmd('compare', help='train methods over seeds and compare them',
             description='Train each method once per seed (finished runs are reused, interrupted ones resumed), score every path '
-                        'and the trivial baselines on the test split, write results.json/.md/.png.',
+                        'and the trivial baselines on the test split, write results.json/.md/.png; a root holding a pair split '
+                        '(`uspl data stamps --pairs N`) adds the listening table, the audio probe, pairs_per_class.json and pairs.png.',
             epilog=_examples('uspl compare --dataset s4 --root stamps_s4 --methods ezvsl,uspl --seeds 0,1,2 --out cmp_s4',
                              'uspl compare --size tiny --methods ezvsl,icl --seeds 0 --set icl.rho=0.2 --out cmp_smoke'))
     c.add_argument('--out', required=True, help='output folder (runs/ and the results)')

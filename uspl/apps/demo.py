@@ -6,16 +6,17 @@
 from __future__ import annotations
 import json, math, time
 from pathlib import Path
+import numpy as np
 import torch
 from torch.utils.data import default_collate
 from ..core import atomic_write
-from ..evaluation.compare import run_compare, size_config, threads_note, SIZES
+from ..evaluation.compare import run_compare, size_config, threads_note, SIZES, pair_figure
 from ..data.synthetic import SyntheticScenes
 from ..engine.runs import load_run, run_name, DONE
 from ..efficiency import path_efficiency
 
 # %% auto #0
-__all__ = ['DEMO_BUDGET_S', 'efficiency_rows', 'efficiency_markdown', 'demo_figure', 'time_budget', 'run_demo']
+__all__ = ['DEMO_BUDGET_S', 'efficiency_rows', 'efficiency_markdown', 'demo_figure', 'synthetic_pair', 'time_budget', 'run_demo']
 
 # %% ../../nbs/70_apps/74_demo.ipynb #c005
 def efficiency_rows(out:Path, # the demo's folder (its runs/ of seed `seed`)
@@ -44,6 +45,22 @@ def demo_figure(model, # a trained registered method with several paths (USPL)
     rows = {'ground truth': b['mask']}
     for path in reversed(model.paths): rows[path] = model.predict(b['image'], b['audio'], path)
     return plot_maps(rows, b['image'], max_cols=n)
+
+# %% ../../nbs/70_apps/74_demo.ipynb #l401
+def synthetic_pair(ds, # `uspl.data.synthetic.SyntheticScenes`
+                   min_ratio:float=0.5, # the silent object's visible area, at least this fraction of the sounding one's
+                  ) -> list|None: # two samples of one image: its own sound, then the silent object's class's sound
+    "One synthetic test image as a pair: scored with its sound and with another scene's sound of its silent object's class; None without one."
+    scenes = [ds.render(i) for i in range(len(ds))]
+    first = {}
+    for j, s in enumerate(scenes): first.setdefault(s['label'], j)
+    for i, s in enumerate(scenes):
+        for d, k in enumerate(s['distractors']):
+            other = s['instances'] == d + 2  # instance 1 is the sounding object, then the silent ones in order
+            if k in first and other.sum() >= min_ratio * s['mask'].sum():
+                a, b = ds[i], ds[first[k]]
+                return [a, dict(a, audio=b['audio'], mask=torch.from_numpy(other.astype(np.float32)), category=b['category'])]
+    return None
 
 # %% ../../nbs/70_apps/74_demo.ipynb #c007
 DEMO_BUDGET_S = 600 # the main job's time budget: 3 seeds of EZ-VSL and USPL at the CPU size on 2 CPU cores, in wall time
@@ -95,6 +112,9 @@ def run_demo(out:str|Path='demo_out', # output folder
     if 'uspl' in methods:
         model, _ = load_run(out/'runs'/run_name('uspl', seeds[0]))
         demo_figure(model, test).savefig(out/'figure.png', dpi=80, bbox_inches='tight')
+    if (pair := synthetic_pair(SyntheticScenes.from_config(cfg, 'test', 64))) is not None:  # listening: one image, two sounds
+        runs = {m: load_run(out/'runs'/run_name(m, seeds[0]))[0] for m in methods}
+        pair_figure({f'{m}/{p}': (r, p) for m, r in runs.items() for p in r.paths}, pair).savefig(out/'pairs.png', dpi=80, bbox_inches='tight')
     res['setting']['wall_s'] = time.time() - t0
     res['budget'] = time_budget(out, methods, seeds, size, t0, res['setting']['wall_s'])
     md = (out/'results.md').read_text().replace('# uspl compare: synthetic', '# uspl demo: synthetic sounding scenes', 1)

@@ -247,6 +247,7 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
         env:DistEnv|None=None, # process placement; from `init_distributed()` when None
         overwrite:bool=False, # replace a run the folder already holds (otherwise refused unless `resume`)
         on_step:Callable|None=None, # on_step(epoch, epochs, step, steps) after every optimiser step (main process): progress displays
+        evaluate_initial:bool=False, # a fresh run also evaluates its initial weights: the log's first record, kind 'init' (no checkpoint)
        ) -> dict:
     "Train `model` for `cfg.warmup_epochs + cfg.epochs` epochs; return the final state (history included)."
     env = env or init_distributed()
@@ -304,6 +305,11 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
         def preempted():  # every process stops after this step, with its checkpoint written
             if saved != state['global_step']: save()
             raise TrainingPreempted(out, state['global_step'], saved, stop.got or 'a stop signal to another process')
+        if evaluate_initial and evaluate is not None and env.main and not resume:
+            model.eval()
+            with torch.no_grad(), torch.random.fork_rng(devices=[]): rec = dict(kind='init', epoch=0, steps=0, **evaluate(model))  # the training's random stream untouched
+            log.write(json.dumps(rec) + '\n'); log.flush()
+            if progress: tqdm.write(' '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}' for k, v in rec.items()))
         while state['epoch'] < total:
             epoch = state['epoch']
             batches = epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch, env.rank, env.world)
@@ -370,10 +376,11 @@ def train_method(model:nn.Module, # a method (`uspl.methods.base.Method`): `loss
                  progress:bool=True, env:DistEnv|None=None,
                  overwrite:bool=False, # replace a run the folder holds (otherwise refused unless `resume`)
                  on_step:Callable|None=None, # `fit`'s, with the stage index first: on_step(stage, epoch, epochs, step, steps)
+                 evaluate_initial:bool=False, # each stage that starts fresh also evaluates its initial weights (`fit`)
                 ) -> dict:
     "Train every stage of `model` with `fit`: into `out` for a one-stage method, into its stage folders (`stage_dir`) for a staged one."
     env, out = env or init_distributed(), Path(out)
-    kw = dict(evaluate=evaluate, max_steps=max_steps, progress=progress, env=env)
+    kw = dict(evaluate=evaluate, max_steps=max_steps, progress=progress, env=env, evaluate_initial=evaluate_initial)
     if not getattr(model, 'staged', False):
         stage = model.stages()[0]
         ds = model.enter_stage(stage, train_ds, out, env.device, env.main)

@@ -10,19 +10,24 @@ from functools import partial
 from pathlib import Path
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
-from ..core import USPLConfig, atomic_write, seed_everything
-from ..metrics import SegMeter, LocMeter, baseline_maps
+from torch.utils.data import DataLoader, default_collate
+from ..core import USPLConfig, atomic_write, seed_everything, denormalize_image
+from ..metrics import (SegMeter, LocMeter, baseline_maps, PairMeter, PAIR_BASELINES, pair_baseline_maps, sound_blind,
+                         audio_probe)
 from ..methods.base import get_method, build_method, all_methods
 from ..data.datasets import build_dataset, dataset_spec, validation_split
+from ..data.stamps import PairScenes, pair_loader, PAIRS_DIR, PAIRS_JSON
 from ..engine.runs import (LAST, BEST, LOG, CONFIG, run_name, stage_dir, load_run, load_checkpoint, can_resume, read_done,
                               write_done, read_run_config)
 from ..engine.train import evaluate_dataset, train_method, DistEnv
 from ..components.encoders import offline_weights
 
 # %% auto #0
-__all__ = ['SIZES', 'PACKAGED_WEIGHTS', 'BASELINE_ROWS', 'METRICS', 'CLAIMS', 'STEP_COST', 'REUSE_IGNORES', 'size_config',
-           'InMemory', 'compare_splits', 'score_baselines', 'summarize', 'paired', 'check_goals', 'Progress',
+__all__ = ['SIZES', 'PACKAGED_WEIGHTS', 'BASELINE_ROWS', 'METRICS', 'CLAIMS', 'LISTEN_METRICS', 'PAIR_BASELINE_ROWS', 'PROBE_K',
+           'SELECTION_GOAL', 'STEP_COST', 'REUSE_IGNORES', 'size_config', 'InMemory', 'compare_splits',
+           'score_baselines', 'summarize', 'paired', 'check_goals', 'pair_split', 'probe_clips', 'probe_run',
+           'run_evaluator', 'score_pairs', 'score_pair_baselines', 'initial_probe', 'score_listening',
+           'listening_goals', 'per_class_table', 'finish_listening', 'listening_markdown', 'pair_figure', 'Progress',
            'threads_note', 'results_markdown', 'run_compare', 'train_parallel']
 
 # %% ../../nbs/60_evaluation/61_compare.ipynb #c006
@@ -89,13 +94,13 @@ def _stats(xs:list) -> dict:
     xs = [float(x) for x in xs]
     return dict(mean=statistics.fmean(xs), std=statistics.stdev(xs) if len(xs) > 1 else 0.0, n=len(xs))
 
-def summarize(rows:list) -> list:
-    "Mean and std over seeds of every metric, per (method, path), in the rows' order."
+def summarize(rows:list, metrics=METRICS) -> list:
+    "Mean and std over seeds of every metric, per (method, path), in the rows' order (a metric None on a row is left out of its mean)."
     keys = list(dict.fromkeys((r['method'], r['path']) for r in rows))
     out = []
     for m, p in keys:
         rs = [r for r in rows if (r['method'], r['path']) == (m, p)]
-        out.append(dict(method=m, path=p, seeds=[r['seed'] for r in rs], **{k: _stats([r[k] for r in rs]) for k in METRICS}))
+        out.append(dict(method=m, path=p, seeds=[r['seed'] for r in rs], **{k: _stats([r[k] for r in rs if r[k] is not None] or [math.nan]) for k in metrics}))
     return out
 
 def paired(rows:list, a:tuple, b:tuple, metric:str='miou') -> dict|None:
@@ -155,6 +160,191 @@ def check_goals(rows:list, # every row (learned rows with a seed, baselines with
         s = 100 * summ[k]['miou']['std']
         goals.append(_goal('std over seeds of every learned row <= 3 mIoU points', s <= 3, f"largest: {k[0]}/{k[1]} {s:.2f}"))
     return goals
+
+# %% ../../nbs/60_evaluation/61_compare.ipynb #l201
+LISTEN_METRICS = ('selection', 'pair_accuracy', 'swing', 'miou')
+PAIR_BASELINE_ROWS = {n.replace('_', '-'): n for n in PAIR_BASELINES}
+PROBE_K = 5 # folds of the audio probe
+SELECTION_GOAL = 0.90 # selection accuracy every learned method and path should reach (the listening goal of the kit)
+
+def pair_split(dataset:str, # the comparison's dataset
+               root, # its root: the pair split is `root/pairs` (`uspl data stamps --pairs N`)
+               cfg:USPLConfig) -> InMemory|None:
+    "The pair split of `root` read once into memory (`uspl.data.stamps.PairScenes`); None where `root` holds none."
+    if root is None or not (Path(root)/PAIRS_DIR/PAIRS_JSON).is_file(): return None
+    ds = PairScenes(root, cfg)
+    if ds.info['layout'] != dataset: raise ValueError(f"{Path(root)/PAIRS_DIR/PAIRS_JSON} is a {ds.info['layout']} pair split, the comparison's dataset is {dataset}")
+    return InMemory(ds)
+
+def probe_clips(pairs) -> dict:
+    "The audio clips of a pair split and their sounding classes: {'audio': [N,...], 'labels': [N]}."
+    return dict(audio=torch.stack([x['audio'] for x in pairs.items]), labels=[x['category'] for x in pairs.items])
+
+@torch.no_grad()
+def probe_run(model, # a registered method (`Method.embed_audio`)
+              clips:dict, # `probe_clips`
+              seed:int, # chooses the folds
+              k:int=PROBE_K, batch_size:int=64) -> dict:
+    "The audio probe (`uspl.metrics.audio_probe`, Eq. L4) of `model`'s audio embeddings of `clips`."
+    dev = next(model.parameters()).device
+    emb = torch.cat([model.embed_audio(a.to(dev)).float().cpu() for a in clips['audio'].split(batch_size)])
+    return audio_probe(emb, clips['labels'], min(k, len(emb)), seed)
+
+def run_evaluator(splits:dict, # `compare_splits`, with 'pairs' (`pair_split`) where the root has a pair split
+                  path:str, # the path scored on the validation split
+                  seed:int): # the probe's folds
+    "The `evaluate` callback of a comparison's training: validation scores of `path` and, with a pair split, `probe_acc` and `probe_chance`."
+    val, pairs = splits.get('val'), splits.get('pairs')
+    clips = probe_clips(pairs) if pairs is not None else None
+    if val is None and clips is None: return None
+    def evaluate(model):
+        r = evaluate_dataset(model, val, path) if val is not None else {}
+        if clips is not None: p = probe_run(model, clips, seed); r.update(probe_acc=p['accuracy'], probe_chance=p['chance'])
+        return r
+    return evaluate
+
+# %% ../../nbs/60_evaluation/61_compare.ipynb #l202
+@torch.no_grad()
+def score_pairs(model, # a registered method
+                pairs, # the pair split (`pair_split`)
+                path:str, # the inference path
+                pairs_per_batch:int=8) -> tuple:
+    "`PairMeter` scores (with `per_class`) of `model`'s maps by `path` on the pair split, and of the same maps made sound-blind."
+    dev, meters = next(model.parameters()).device, (PairMeter(), PairMeter())
+    for b in pair_loader(pairs, pairs_per_batch):
+        p = model.predict(b['image'].to(dev), b['audio'].to(dev), path).float().cpu()
+        for m, maps in zip(meters, (p, sound_blind(p, b['pair']))): m.update(maps, b['mask'], b['other'], b['pair'], b['category'])
+    return tuple(m.scores() for m in meters)
+
+def score_pair_baselines(pairs, pairs_per_batch:int=8) -> dict:
+    "`PairMeter` scores of the sound-blind baselines on the pair split: {row name: scores}."
+    meters = {r: PairMeter() for r in PAIR_BASELINE_ROWS}
+    for b in pair_loader(pairs, pairs_per_batch):
+        for r, m in meters.items(): m.update(pair_baseline_maps(PAIR_BASELINE_ROWS[r], b), b['mask'], b['other'], b['pair'], b['category'])
+    return {r: m.scores() for r, m in meters.items()}
+
+def _listen_row(method, path, seed, s): return dict(method=method, path=path, seed=seed, **{k: s[k] for k in LISTEN_METRICS}, n_scenes=s['n_scenes'], n_pairs=s['n_pairs'])
+
+def initial_probe(run:Path) -> float|None:
+    "The probe accuracy of a run's initial weights: its log's `init` record (a staged run: its first stage's); None without one."
+    for f in (run/LOG, stage_dir(run, 0)/LOG):
+        if not f.is_file(): continue
+        for line in f.read_text().splitlines():
+            try: r = json.loads(line)
+            except ValueError: continue
+            if isinstance(r, dict) and r.get('kind') == 'init' and 'probe_acc' in r: return r['probe_acc']
+    return None
+
+def score_listening(model, # a trained registered method
+                    name:str, # its row name (e.g. 'uspl', 'icl-iter0')
+                    seed:int, pairs, # the pair split
+                    run:Path, # its run folder (for the probe of its initial weights)
+                    log=print) -> dict:
+    "Listening rows of every path of a run and of its sound-blind maps, its audio probe, and their numbers per class."
+    rows, per_class = [], []
+    for p in model.paths:
+        s, blind = score_pairs(model, pairs, p)
+        rows += [_listen_row(name, p, seed, s), _listen_row(f'{name} sound-blind', p, seed, blind)]
+        per_class.append(dict(method=name, path=p, seed=seed, per_class=s['per_class']))
+    pr, init = probe_run(model, probe_clips(pairs), seed), initial_probe(run)
+    who = run.name if name == run.name.rsplit('-s', 1)[0] else f'{run.name} ({name})'
+    log(f"{who}: audio probe {pr['accuracy']:.3f} "
+        f"(chance {pr['chance']:.3f}" + (f", {init:.3f} before training)" if init is not None else ')'))
+    probe = dict(method=name, path='audio', seed=seed, accuracy=pr['accuracy'], initial=init, chance=pr['chance'], majority=pr['majority'],
+                 n=pr['n'], classes=pr['classes'], k=pr['k'])
+    return dict(rows=rows, per_class=per_class, probe=[probe], probe_per_class=[dict(method=name, seed=seed, per_class=pr['per_class'])])
+
+# %% ../../nbs/60_evaluation/61_compare.ipynb #l203
+def listening_goals(rows:list, # listening rows (learned rows with a seed; sound-blind controls and baselines are skipped)
+                    need:float=SELECTION_GOAL) -> list:
+    "The listening goals: selection >= `need` (mean over seeds) for every learned method and path; pair accuracy > 0 on every seed."
+    goals = []
+    for s in summarize([r for r in rows if r['seed'] is not None and not r['method'].endswith('sound-blind')], LISTEN_METRICS):
+        k, sel = f"{s['method']}/{s['path']}", s['selection']
+        goals.append(_goal(f"{k} selection accuracy >= {100 * need:g}%", sel['mean'] >= need, f"{100 * sel['mean']:.1f} ± {100 * sel['std']:.1f}%"))
+        pa = [r['pair_accuracy'] for r in rows if (r['method'], r['path']) == (s['method'], s['path'])]
+        goals.append(_goal(f"{k} pair accuracy > 0 on every seed", all(x is not None and x > 0 for x in pa),
+                           f"positive on {sum(x is not None and x > 0 for x in pa)}/{len(pa)} seeds, mean {100 * statistics.fmean(x or 0 for x in pa):.1f}%"))
+    return goals
+
+def per_class_table(parts:dict) -> dict:
+    "Selection per class of every learned method/path and probe accuracy per class of every method, means over seeds: {class: {column: value}}."
+    acc = {}
+    for e in parts['per_class']:
+        for c, v in e['per_class'].items():
+            acc.setdefault(c, {}).setdefault(f"{e['method']}/{e['path']}", []).append(v['selection'])
+            acc[c]['scenes'] = [v['n_scenes']]
+    for e in parts['probe_per_class']:
+        for c, v in e['per_class'].items(): acc.setdefault(c, {}).setdefault(f"probe {e['method']}", []).append(v)
+    return {c: {k: statistics.fmean(v) for k, v in d.items()} for c, d in sorted(acc.items())}
+
+def finish_listening(parts:dict, # the concatenated `score_listening` results of every run
+                     pairs, # the pair split
+                     root) -> dict:
+    "The listening section of a comparison: rows (baselines added), summary, selection claims, probe rows, goals, per-class table."
+    rows = parts['rows'] + [_listen_row(r, 'trivial', None, s) for r, s in score_pair_baselines(pairs).items()]
+    claims = [dict(name=n, **d) for n, a, b in CLAIMS if (d := paired(rows, a, b, 'selection')) is not None]
+    if len({p['method'] for p in parts['probe']}) > 1:
+        claims += [dict(name='audio probe accuracy: USPL - EZ-VSL', **d) for d in [paired(parts['probe'], ('uspl', 'audio'), ('ezvsl', 'audio'), 'accuracy')] if d]
+    return dict(root=str(Path(root)/PAIRS_DIR), n_pairs=len(pairs) // 2, n_scenes=len(pairs), classes=len({x['category'] for x in pairs.items}),
+                rows=rows, summary=summarize(rows, LISTEN_METRICS), probe=parts['probe'], probe_summary=summarize(parts['probe'], ('accuracy',)),
+                claims=claims, goals=listening_goals(rows), per_class=per_class_table(parts))
+
+# %% ../../nbs/60_evaluation/61_compare.ipynb #l205
+def listening_markdown(lis:dict) -> list:
+    "The listening section of `results.md` as lines: the pair-split table, selection claims, the audio probe, numbers per class."
+    pct = lambda s: '-' if s is None else f"{100 * s['mean']:.1f} ± {100 * s['std']:.1f}"
+    lines = ['', f"Listening: {lis['n_pairs']} two-object images of {lis['classes']} classes, each scored with each object's sound "
+             f"({lis['n_scenes']} scenes, {lis['root']}); selection, pair accuracy and pair mIoU in %, swing as a fraction; "
+             "`sound-blind`: the row's maps with each replaced by the mean of its image's two maps.", '',
+             '| method | path | seeds | selection | pair accuracy | swing | pair mIoU |', '|---|---|---|---|---|---|---|']
+    for s in lis['summary']:
+        n = len([x for x in s['seeds'] if x is not None]) or '-'
+        sw = s['swing']
+        lines.append(f"| {s['method']} | {s['path']} | {n} | {pct(s['selection'])} | {pct(s['pair_accuracy'])} | "
+                     f"{sw['mean']:.3f} ± {sw['std']:.3f} | {pct(s['miou'])} |")
+    if lis['claims']:
+        lines += ['', 'Paired differences of selection (and of the audio probe accuracy), points, seed by seed:', '', '| claim | mean | std | positive seeds |', '|---|---|---|---|']
+        lines += [f"| {c['name']} | {c['mean']:+.2f} | {c['std']:.2f} | {c['positive']}/{c['n']} |" for c in lis['claims']]
+    p0 = lis['probe'][0]
+    lines += ['', f"Audio probe: nearest-class-mean accuracy of the audio embeddings over the {p0['n']} pair clips "
+              f"({p0['classes']} classes, {p0['k']}-fold; chance {100 * p0['chance']:.1f}%, majority class {100 * p0['majority']:.1f}%), in %:", '',
+              '| method | seeds | accuracy | before training |', '|---|---|---|---|']
+    for s in lis['probe_summary']:
+        init = [p['initial'] for p in lis['probe'] if p['method'] == s['method'] and p['initial'] is not None]
+        lines.append(f"| {s['method']} | {len(s['seeds'])} | {pct(s['accuracy'])} | " + (f"{100 * statistics.fmean(init):.1f}" if init else '-') + ' |')
+    cols = list(dict.fromkeys(k for d in lis['per_class'].values() for k in d if k != 'scenes'))
+    lines += ['', 'Per class (selection of each path and probe accuracy, % mean over seeds; `pairs_per_class.json` holds every seed):', '',
+              '| class | scenes | ' + ' | '.join(cols) + ' |', '|---|---|' + '---|' * len(cols)]
+    for c, d in lis['per_class'].items():
+        lines.append(f"| {c} | {d.get('scenes', 0):.0f} | " + ' | '.join('-' if k not in d else f"{100 * d[k]:.0f}" for k in cols) + ' |')
+    return lines
+
+# %% ../../nbs/60_evaluation/61_compare.ipynb #l206
+def pair_figure(models:dict, # row name -> (trained method, path)
+                pairs, # the pair split
+                i:int=0, # the pair image shown
+               ):
+    "One two-object image and its two sounds (log-mel, time across), under each sound every row's map with it (a matplotlib `Figure`)."
+    from matplotlib.figure import Figure
+    b = default_collate([pairs[2 * i], pairs[2 * i + 1]])
+    frame = denormalize_image(b['image'][0]).permute(1, 2, 0).clamp(0, 1).numpy()
+    fig = Figure(figsize=(7, 2.3 * (1 + len(models)))); ax = fig.subplots(1 + len(models), 3, squeeze=False)
+    for a in ax.flat: a.set_xticks([]); a.set_yticks([])
+    ax[0, 0].imshow(frame); ax[0, 0].set_title('the image', fontsize=9)
+    for j, colour in enumerate('wr'):
+        ax[0, 0].contour(b['mask'][j].numpy(), [0.5], colors=colour, linewidths=1)
+        a = b['audio'][j]; ax[0, 1 + j].imshow(a.reshape(-1, a.shape[-1]).T.numpy(), origin='lower', aspect='auto', cmap='magma')
+        ax[0, 1 + j].set_title(f"sound {'ab'[j]}: {b['category'][j]} ({'white' if colour == 'w' else 'red'})", fontsize=9)
+    for r, (name, (model, path)) in enumerate(models.items(), 1):
+        dev = next(model.parameters()).device
+        maps = model.predict(b['image'].to(dev), b['audio'].to(dev), path).float().cpu()
+        ax[r, 0].axis('off'); ax[r, 0].text(0.5, 0.5, name, ha='center', va='center', fontsize=10, transform=ax[r, 0].transAxes)
+        for j, colour in enumerate('wr'):
+            ax[r, 1 + j].imshow(maps[j].numpy(), cmap='viridis', vmin=0, vmax=1)
+            ax[r, 1 + j].contour(b['mask'][j].numpy(), [0.5], colors=colour, linewidths=1)
+    fig.tight_layout()
+    return fig
 
 # %% ../../nbs/60_evaluation/61_compare.ipynb #c017b
 STEP_COST = {  # a method's training time per optimiser step relative to EZ-VSL's at the `cpu` size (1 when absent):
@@ -266,14 +456,14 @@ def _train_run(method:str, cfg:USPLConfig, splits:dict, run:Path, progress:bool,
     resume = can_resume(run, method)
     log(f"{run.name}: {'resuming' if resume else 'training'} ({cfg.warmup_epochs + cfg.epochs} epochs of {len(splits['train'])} scenes)")
     seed_everything(cfg.seed); model = build_method(cfg, method)  # the same initial weights for every method of a seed
-    val, path = splits['val'], model.default_path
-    ev = (lambda m: evaluate_dataset(m, val, path)) if val is not None else None
+    ev = run_evaluator(splits, model.default_path, cfg.seed)  # validation scores, and the audio probe where a pair split exists
     hook = None
     if on_step is not None:
         per = _stage_steps(model, len(splits['train'])); at = [sum(per[:k]) for k in range(len(per))]
         hook = lambda k, e, es, s, ss: on_step(at[k] + s, (f'iteration {k}, ' if len(per) > 1 else '') + f'epoch {e}/{es}')
     t0 = time.time()
-    st = train_method(model, splits['train'], run, evaluate=ev, resume=resume, progress=progress, env=DistEnv(), on_step=hook)
+    st = train_method(model, splits['train'], run, evaluate=ev, resume=resume, progress=progress, env=DistEnv(), on_step=hook,
+                      evaluate_initial=splits.get('pairs') is not None)
     write_done(run, dict(steps=st['global_step'], wall_s=time.time() - t0))
 
 def _stage_steps(model, n:int) -> list:
@@ -364,6 +554,7 @@ def results_markdown(res:dict) -> str:
         lines += ['', 'Paired differences (mIoU points, seed by seed):', '', '| claim | mean | std | positive seeds |', '|---|---|---|---|']
         for c in res['claims']: lines.append(f"| {c['name']} | {c['mean']:+.2f} | {c['std']:.2f} | {c['positive']}/{c['n']} |")
     if len(st['seeds']) < 3: lines += ['', f"Only {len(st['seeds'])} seed(s): no claim of this table holds across seeds."]
+    if res.get('listening'): lines += listening_markdown(res['listening'])
     lines += ['', 'Quality goals:'] + [f"- {'met' if g['met'] else 'MISSED'}: {g['goal']} ({g['measured']})" for g in res['goals']]
     if 'mask_area' in st: lines += ['', f"Sounding object area: {100 * st['mask_area']:.1f}% of a test frame on average."]
     lines += ['', f"Config: size {st['size']}; {st['epochs']} epochs ({st['warmup_epochs']} warm-up) of {st['n_train']} training "
@@ -371,7 +562,7 @@ def results_markdown(res:dict) -> str:
     if 'machine' in st: lines += ['', f"Machine: {st['machine']}."]
     return '\n'.join(lines) + '\n'
 
-def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, results.png
+def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, results.png (with a pair split: pairs_per_class.json, pairs.png)
                 methods=('ezvsl', 'uspl'), # registered method names
                 seeds=(0, 1, 2),
                 dataset:str='synthetic', # 'synthetic', 's4' or 'vggss'
@@ -396,6 +587,8 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
     if amp is not None: base = base.update(amp=amp)
     metrics = dataset_spec(dataset).metrics  # what its ground truth supports: the goals and the plot follow it
     splits = compare_splits(dataset, root, base)
+    if (pairs := pair_split(dataset, root, base)) is not None: splits['pairs'] = pairs  # listening scores and the audio probe
+    heard, shown = dict(rows=[], per_class=[], probe=[], probe_per_class=[]), {}
     rows, threads, scored = [], torch.get_num_threads(), {}
     steps = {m: sum(_stage_steps(build_method(base.update(seed=seeds[0], method=m), m), len(splits['train']))) for m in methods} \
         if progress or jobs > 1 else {}  # a run's optimiser steps, by method (the seed does not change them)
@@ -414,6 +607,11 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
                     scored[m, seed] = _score_run(m, seed, run, splits['test'])
                     if prog: prog.finish(run.name)
                 rows += scored[m, seed]
+                if pairs is not None:  # listening: every path of the run (and of a staged method's first stage) on the pair split
+                    for name, it in [(m, None)] + ([(f'{m}-iter0', 0)] if get_method(m).staged else []):
+                        model, _ = load_run(run, iteration=it)
+                        for k, v in score_listening(model, name, seed, pairs, run, say).items(): heard[k] += v
+                        if seed == seeds[0]: shown.update({f'{name}/{p}': (model, p) for p in model.paths})
     finally:
         if prog: prog.close()
     for name, r in score_baselines(splits['test']).items():
@@ -427,8 +625,13 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
                    mask_area=float(np.mean([float(x['mask'].float().mean()) for x in test.items])))
     res = dict(rows=rows, summary=summarize(rows), claims=claims,
                goals=check_goals(rows, 's4' if 'miou' in metrics else 'vggss'), setting=setting, config=base.to_dict())
-    res['setting'].update(wall_s=time.time() - t0, machine=_machine())
     out.mkdir(parents=True, exist_ok=True)
+    if pairs is not None:
+        res['listening'] = finish_listening(heard, pairs, root); res['goals'] += res['listening']['goals']
+        side = dict(classes=res['listening']['per_class'], paths=heard['per_class'], probe=heard['probe_per_class'])
+        atomic_write(out/'pairs_per_class.json', lambda f: f.write(json.dumps(side, indent=1).encode()))
+        pair_figure(shown, pairs).savefig(out/'pairs.png', dpi=80, bbox_inches='tight')
+    res['setting'].update(wall_s=time.time() - t0, machine=_machine())
     atomic_write(out/'results.json', lambda f: f.write(json.dumps(res, indent=1).encode()))
     md = results_markdown(res)
     atomic_write(out/'results.md', lambda f: f.write(md.encode()))
@@ -536,7 +739,7 @@ def train_parallel(out:Path, # the comparison's folder (its runs/)
     scored = {}
     with tempfile.TemporaryDirectory(prefix='uspl-compare-') as tmp:
         data = Path(tmp)/'splits.pkl'  # the samples pickled once (plain dicts): rendering the scenes in each worker costs far more
-        items = {k: None if splits[k] is None else [splits[k][i] for i in range(len(splits[k]))] for k in ('train', 'val', 'test')}
+        items = {k: None if splits.get(k) is None else [splits[k][i] for i in range(len(splits[k]))] for k in ('train', 'val', 'test', 'pairs')}
         with open(data, 'wb') as f: pickle.dump(items, f, protocol=pickle.HIGHEST_PROTOCOL)
         ctx = multiprocessing.get_context('spawn'); stop = ctx.Event(); q = ctx.Queue() if prog else None
         pool = ProcessPoolExecutor(min(jobs, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(threads, str(data), stop, q))

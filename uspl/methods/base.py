@@ -96,6 +96,16 @@ class Method(nn.Module):
         try: return self._predict(image, audio, path)
         finally: self.train(was)
 
+    @torch.no_grad()
+    def embed_audio(self, audio:Tensor, # audio in the audio encoder's format
+                   ) -> Tensor: # projected audio embeddings [B,D]
+        "The audio embedding $g_a(f_a(a))$ that enters the contrastive loss (Eq. 2), in eval mode; non-finite audio is refused."
+        if not isinstance(getattr(self, 'mmicl', None), nn.Module): raise NotImplementedError(f"method {self.name!r} has no `mmicl` to embed audio with")
+        check_finite(audio, 'audio')
+        was = self.training; self.eval()
+        try: return self.mmicl.align.g_a(self.mmicl.audio(audio))
+        finally: self.train(was)
+
     @classmethod
     def num_stages(cls, cfg:USPLConfig) -> int:
         "How many stages a run of `cfg` trains (a staged method reads its own group)."
