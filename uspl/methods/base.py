@@ -10,7 +10,7 @@ from typing import Callable, NamedTuple
 import torch, torch.nn as nn
 from torch import Tensor
 from torch.utils.data import Dataset
-from ..core import USPLConfig, SHARED_GROUPS, GROUPS, ConfigGroup, register_group, check_finite
+from ..core import USPLConfig, SHARED_GROUPS, GROUPS, ConfigGroup, register_group, check_finite, freeze_batchnorm, eval_mode
 
 # %% auto #0
 __all__ = ['Stage', 'Method', 'register_method', 'method_names', 'get_method', 'all_methods', 'path_names', 'build_method']
@@ -69,9 +69,7 @@ class Method(nn.Module):
     def train(self, mode:bool=True):
         "Train mode; `freeze_bn='all'` keeps every BatchNorm layer in eval mode (the encoders handle 'visual')."
         super().train(mode)
-        if mode and self.cfg.freeze_bn == 'all':
-            for m in self.modules():
-                if isinstance(m, nn.modules.batchnorm._BatchNorm): m.eval()
+        if mode and self.cfg.freeze_bn == 'all': freeze_batchnorm(self)
         return self
 
     def losses(self, batch:dict, # a collated batch with 'image' [B,3,H,W] and 'audio'
@@ -92,9 +90,7 @@ class Method(nn.Module):
         path = self.default_path if path is None else path
         if path not in self.paths: raise ValueError(f"method {self.name!r} has no inference path {path!r}; it has {self.paths}")
         check_finite(image, 'image'); check_finite(audio, 'audio')
-        was = self.training; self.eval()
-        try: return self._predict(image, audio, path)
-        finally: self.train(was)
+        with eval_mode(self): return self._predict(image, audio, path)
 
     @torch.no_grad()
     def embed_audio(self, audio:Tensor, # audio in the audio encoder's format
@@ -102,9 +98,7 @@ class Method(nn.Module):
         "The audio embedding $g_a(f_a(a))$ that enters the contrastive loss (Eq. 2), in eval mode; non-finite audio is refused."
         if not isinstance(getattr(self, 'mmicl', None), nn.Module): raise NotImplementedError(f"method {self.name!r} has no `mmicl` to embed audio with")
         check_finite(audio, 'audio')
-        was = self.training; self.eval()
-        try: return self.mmicl.align.g_a(self.mmicl.audio(audio))
-        finally: self.train(was)
+        with eval_mode(self): return self.mmicl.align.g_a(self.mmicl.audio(audio))
 
     @classmethod
     def num_stages(cls, cfg:USPLConfig) -> int:
