@@ -13,11 +13,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 # %% auto #0
-__all__ = ['OPTIMIZERS', 'FREEZE_BN', 'AMP_MODES', 'GROUPS', 'SHARED_GROUPS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'ConfigGroup',
-           'between', 'positive', 'nonneg', 'one_of', 'DataConfig', 'EncoderConfig', 'MMICLConfig', 'SMRConfig',
-           'SPSConfig', 'TrainConfig', 'register_group', 'USPLConfig', 'normalize_image', 'denormalize_image',
-           'minmax_norm', 'upsample_maps', 'check_finite', 'seed_everything', 'freeze_batchnorm', 'eval_mode',
-           'atomic_write', 'atomic_save']
+__all__ = ['OPTIMIZERS', 'FREEZE_BN', 'AMP_MODES', 'GROUPS', 'SHARED_GROUPS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'MAP_NORMS',
+           'ConfigGroup', 'between', 'positive', 'nonneg', 'one_of', 'DataConfig', 'EncoderConfig', 'MMICLConfig',
+           'SMRConfig', 'SPSConfig', 'TrainConfig', 'register_group', 'USPLConfig', 'normalize_image',
+           'denormalize_image', 'minmax_norm', 'upsample_maps', 'check_finite', 'float32_if_half', 'seed_everything',
+           'freeze_batchnorm', 'eval_mode', 'atomic_write', 'atomic_save']
 
 # %% ../nbs/00_core.ipynb #c006
 def _kind(f) -> str:
@@ -337,14 +337,21 @@ def minmax_norm(m:Tensor, # maps [B,...]
     return ((flat - lo) / (hi - lo).clamp_min(eps)).view_as(m)
 
 # %% ../nbs/00_core.ipynb #c023
+MAP_NORMS = ('after', 'before', None) # when `upsample_maps` min-max normalises: after the resize, before it, or never
+
 def upsample_maps(m:Tensor, # maps [B,h,w] or [B,1,h,w]
                   size:tuple, # (H,W) target size
-                 ) -> Tensor: # min-max normalised maps [B,H,W] (or [B,1,H,W] for a [B,1,h,w] input)
-    "Bilinear resize (`align_corners=False`) to `size`, then per-map min-max normalisation."
+                  align_corners:bool=False, # of the bilinear resize (EZ-VSL's heatmaps and PAMR: True)
+                  norm:str|None='after', # min-max normalisation per map: 'after' the resize, 'before' it, or None (resize only)
+                 ) -> Tensor: # maps [B,H,W] (or [B,1,H,W] for a [B,1,h,w] input)
+    "Bilinear resize to `size` (none when the size is already `size`) and per-map min-max normalisation, in the order `norm` says."
+    if norm not in MAP_NORMS: raise ValueError(f"norm must be one of {MAP_NORMS}, got {norm!r}")
     x = m[:, None] if m.ndim == 3 else m
     if x.ndim != 4 or x.shape[1] != 1: raise ValueError(f"maps must be [B,h,w] or [B,1,h,w], got {tuple(m.shape)}")
-    up = x if tuple(x.shape[-2:]) == tuple(size) else F.interpolate(x, size=tuple(size), mode='bilinear', align_corners=False)
-    up = minmax_norm(up)
+    size = tuple(int(s) for s in size)
+    if norm == 'before': x = minmax_norm(x)
+    up = x if tuple(x.shape[-2:]) == size else F.interpolate(x, size=size, mode='bilinear', align_corners=align_corners)
+    if norm == 'after': up = minmax_norm(up)
     return up[:, 0] if m.ndim == 3 else up
 
 # %% ../nbs/00_core.ipynb #c025
@@ -354,6 +361,12 @@ def check_finite(x:Tensor, name:str) -> Tensor:
         n = (~torch.isfinite(x)).sum().item()
         raise ValueError(f"{name} holds {n} non-finite value(s) (NaN or inf)")
     return x
+
+# %% ../nbs/00_core.ipynb #core-f32b
+def float32_if_half(x:Tensor, # any tensor
+                   ) -> Tensor: # `x` in float32 when it is float16 or bfloat16, else `x` itself
+    "A half-precision tensor in float32; any other dtype unchanged (no copy)."
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
 
 # %% ../nbs/00_core.ipynb #c028
 def seed_everything(seed:int) -> torch.Generator:

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from .core import check_finite, minmax_norm
+from .core import check_finite, minmax_norm, upsample_maps
 
 # %% auto #0
 __all__ = ['AUC_THRESHOLDS', 'BASELINES', 'PAIR_BASELINES', 'check_maps', 'frame_iou', 'miou', 'fscore_thresholds', 'pr_counts',
@@ -185,8 +185,7 @@ def prepare_heatmap(sim, # similarity maps [B,h,w] or [B,1,h,w] (numpy or torch)
     if s.ndim != 3 or s.numel() == 0: raise ValueError(f"sim must be a non-empty [B,h,w] or [B,1,h,w] map batch, got shape {tuple(s.shape)}")
     check_finite(s, 'sim')
     hw = (size, size) if isinstance(size, int) else tuple(size)
-    up = F.interpolate(s[:, None], size=hw, mode='bilinear', align_corners=True)[:, 0]
-    return minmax_norm(up)
+    return upsample_maps(s, hw, align_corners=True)
 
 # %% ../nbs/01_metrics.ipynb #c043
 def gt_from_boxes(boxes, # normalised [xmin,ymin,xmax,ymax] boxes [K,4] (or one box [4])

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 from PIL import Image, ImageDraw
-from ..core import atomic_write, DataConfig
+from ..core import atomic_write, upsample_maps, DataConfig
 from ..data.audio import load_audio, clip_around, front_end_for
 from ..data.datasets import read_image, image_tensor
 from ..engine.runs import load_run, BEST
@@ -55,7 +55,7 @@ def localize_frame(model, # a trained registered method (`uspl.engine.runs.load_
     image = image_tensor(im, cfg.img_size)[None]
     dev = next(model.parameters()).device
     m = model.predict(image.to(dev), audio.to(dev), path)[0].float().cpu()
-    up = torch.nn.functional.interpolate(m[None, None], size=(im.height, im.width), mode='bilinear', align_corners=False)[0, 0]
+    up = upsample_maps(m[None], (im.height, im.width), norm=None)[0]   # probabilities already: resized, not re-normalised
     return up.clamp(0, 1).numpy()
 
 # %% ../../nbs/70_apps/73_localize.ipynb #c007

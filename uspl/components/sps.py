@@ -7,7 +7,7 @@ from __future__ import annotations
 import math, time
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
-from ..core import SPSConfig, minmax_norm
+from ..core import SPSConfig, upsample_maps
 
 # %% auto #0
 __all__ = ['av_fuse', 'ASPP', 'FPNDecoder', 'SPSHead', 'seg_loss']
@@ -24,9 +24,7 @@ def av_fuse(feat:Tensor, # visual feature F_v [B,C,h,w]
         raise ValueError(f"coarse must be [B,h,w] or [B,1,h,w], got {tuple(coarse.shape)}")
     if coarse.shape[0] != feat.shape[0]:
         raise ValueError(f"batch sizes differ: feat has {feat.shape[0]}, coarse {coarse.shape[0]}")
-    m = minmax_norm(coarse.to(feat.dtype))
-    if m.shape[-2:] != feat.shape[-2:]:
-        m = F.interpolate(m, size=feat.shape[-2:], mode='bilinear', align_corners=align_corners)
+    m = upsample_maps(coarse.to(feat.dtype), feat.shape[-2:], align_corners, norm='before')   # [B,1,h,w] in [0,1]
     return feat + feat * m
 
 # %% ../../nbs/20_components/26_sps.ipynb #c010
@@ -177,7 +175,7 @@ def seg_loss(logits:Tensor, # SPS logits [B,1,H,W] or [B,H,W]
         if not ((lab == 0) | (lab == 1) | (lab == ignore_index)).all():
             raise ValueError(f"label map fine must hold 0, 1 or ignore_index={ignore_index} only")
     else:
-        y = _resize(minmax_norm(fine.to(logits.dtype)), size)
+        y = upsample_maps(fine.to(logits.dtype), size, norm='before')
         if soft: lab = y
         else:
             lo, hi = (thresholds, thresholds) if isinstance(thresholds, (int, float)) else tuple(thresholds)
