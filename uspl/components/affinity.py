@@ -9,7 +9,7 @@ from typing import NamedTuple, Sequence
 import torch, torch.nn as nn, torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
-from ..core import check_finite, SMRConfig
+from ..core import check_finite, float32_if_half, SMRConfig
 from .trimap import radius_offsets, neighbour_index, AffinityLabels
 
 # %% auto #0
@@ -196,7 +196,7 @@ def local_affinity(feats:Tensor, # affinity features F_aff [B,C,H,W]
     if kernel not in KERNELS: raise ValueError(f"kernel must be one of {KERNELS}, got {kernel!r}")
     if feats.ndim != 4: raise ValueError(f"feats must be [B,C,H,W], got {tuple(feats.shape)}")
     check_finite(feats, 'feats')
-    if feats.dtype in (torch.float16, torch.bfloat16): feats = feats.float()  # autocast: L1 sums and exp in float32
+    feats = float32_if_half(feats)  # autocast: L1 sums and exp in float32
     B, C, H, W = feats.shape; K = len(offsets); Kh = K // 2
     idx, valid = (t.to(feats.device) for t in neighbour_index(H, W, offsets))
     d = _pair_l1(feats, offsets, idx, valid, kernel).flatten(2)                 # one-sided offsets [B,Kh,N]

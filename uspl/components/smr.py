@@ -15,10 +15,6 @@ from .affinity import PMVAff, Affinity, local_affinity, affinity_loss, random_wa
 __all__ = ['SMROut', 'SMR']
 
 # %% ../../nbs/20_components/25_smr.ipynb #c005
-def _float32(x:Tensor):
-    "Autocast off on `x`'s device: PAMR, Eq. 3 and the walk (Eqs. 7-8) run in float32 under mixed precision (a CPU has no half sparse product)."
-    return torch.autocast(x.device.type, enabled=False)
-
 class SMROut(NamedTuple):
     "What `SMR.forward` returns."
     coarse:Tensor # coarse map on the grid, min-max normalised and detached [B,1,h,w]
@@ -50,7 +46,7 @@ class SMR(nn.Module):
         "Local affinities of the PMV-aff feature on the grid (Eq. 3)."
         f = self.pmv_aff(feats)
         if tuple(f.shape[-2:]) != tuple(size): f = F.interpolate(f, size=size, mode='bilinear', align_corners=False)
-        with _float32(f): return local_affinity(f.float(), self.cfg.radius, kernel=self.cfg.eq3_kernel)
+        return local_affinity(f, self.cfg.radius, kernel=self.cfg.eq3_kernel)   # float32 for a half-precision f (autocast)
 
     def forward(self, image:Tensor, # ImageNet-normalised frames [B,3,H,W]
                 feats:list, # visual stage features [B,C_k,h_k,w_k]
@@ -59,9 +55,10 @@ class SMR(nn.Module):
                ) -> SMROut:
         c, size = self.cfg, self.grid(image.shape)
         grid = upsample_maps(coarse.detach()[:, None], size)
-        with _float32(image): tri = trimap_from_coarse(image.float(), grid.float(), size, c.beta_l, c.beta_h, c.pamr_dilations, c.pamr_iters).tri if with_trimap else None
+        # PAMR, Eq. 3 and the walk compute in float32 under mixed precision: each function sees to it (`uspl.core.float32_if_half`)
+        tri = trimap_from_coarse(image, grid, size, c.beta_l, c.beta_h, c.pamr_dilations, c.pamr_iters).tri if with_trimap else None
         aff = self.affinity(feats, size)
-        with torch.no_grad(), _float32(grid): fine = random_walk(aff._replace(a=aff.a.detach().float()), grid.float(), c.beta, c.t)
+        with torch.no_grad(): fine = random_walk(aff._replace(a=aff.a.detach()), grid, c.beta, c.t)
         return SMROut(grid, tri, aff, fine)
 
     def loss(self, out:SMROut, # `forward(..., with_trimap=True)`

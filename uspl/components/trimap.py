@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import NamedTuple, Sequence
 import torch, torch.nn.functional as F
 from torch import Tensor
-from ..core import minmax_norm, check_finite, denormalize_image, SMRConfig
+from ..core import minmax_norm, upsample_maps, float32_if_half, check_finite, denormalize_image, SMRConfig
 
 # %% auto #0
 __all__ = ['IGNORE', 'radius_offsets', 'neighbour_index', 'pamr_kernel', 'pamr', 'trimap', 'TriMap', 'trimap_from_coarse',
@@ -107,14 +107,16 @@ def trimap_from_coarse(image:Tensor, # ImageNet-normalised frames [B,3,H,W]
                        beta_l:float=SMRConfig.beta_l, beta_h:float=SMRConfig.beta_h, # thresholds of Eq. 5 (Table 7)
                        dilations:Sequence[int]=(1, 2, 4, 8, 12, 24), iters:int=10, # PAMR settings
                       ) -> TriMap:
-    "Min-max normalise `coarse`, refine it with PAMR on the frame resized to `size` (Eq. 4), threshold it (Eq. 5)."
+    "Min-max normalise `coarse`, refine it with PAMR on the frame resized to `size` (Eq. 4), threshold it (Eq. 5); float32 for a half-precision frame."
     if image.ndim != 4 or image.shape[1] != 3: raise ValueError(f"image must be [B,3,H,W], got {tuple(image.shape)}")
     if coarse.ndim == 3: coarse = coarse[:, None]
     if coarse.ndim != 4 or coarse.shape[1] != 1: raise ValueError(f"coarse must be [B,1,h,w] or [B,h,w], got {tuple(coarse.shape)}")
     check_finite(coarse, 'coarse')
+    image = float32_if_half(image)   # autocast: PAMR in float32
     size = tuple(image.shape[-2:]) if size is None else tuple(size)
     img = image if size == tuple(image.shape[-2:]) else F.interpolate(image, size=size, mode='bilinear', align_corners=False, antialias=True)
-    refined = pamr(denormalize_image(img).clamp(0, 1), minmax_norm(coarse.to(img.dtype)), dilations, iters).clamp(0, 1)
+    m = upsample_maps(coarse.to(img.dtype), size, align_corners=True, norm='before')   # PAMR's resize rule, at the working size
+    refined = pamr(denormalize_image(img).clamp(0, 1), m, dilations, iters).clamp(0, 1)
     return TriMap(refined, trimap(refined[:, 0], beta_l, beta_h))
 
 # %% ../../nbs/20_components/23_trimap.ipynb #c031
