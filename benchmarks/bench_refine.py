@@ -23,7 +23,7 @@ the largest tensors is printed beside it.
 import argparse, os, resource, statistics, time
 import torch, torch.nn.functional as F
 from uspl.components.affinity import refine, dense_refine, local_affinity, local_transition, propagate
-from uspl.apps.widgets import log_affinity, transition_from_log
+from uspl.components.affinity import log_affinity, transition_from_log
 from uspl.components.trimap import radius_offsets
 
 MB = 2**20

@@ -4,63 +4,22 @@
 
 # %% ../../nbs/70_apps/72_widgets.ipynb #c001
 from __future__ import annotations
-import html, io, math, warnings
+import html, io
 from pathlib import Path
 from collections import OrderedDict
-from typing import Mapping, NamedTuple, Sequence
+from typing import Mapping, Sequence
 import numpy as np
 import torch
 from torch import Tensor
 import ipywidgets as widgets
 from ..core import SMRConfig, minmax_norm, check_finite, upsample_maps
-from ..components.trimap import trimap, neighbour_index, radius_offsets, IGNORE
-from ..components.affinity import Affinity, Transition, propagate, _check_beta
+from ..components.trimap import trimap, IGNORE
+from ..components.affinity import Affinity, Transition, propagate, LogAffinity, log_affinity, transition_from_log
 from ..metrics import frame_iou
 from .plots import map_png, frame_rgb, ModelMaps, Scenes, run_scenes, sound_features, wav_bytes
 
 # %% auto #0
-__all__ = ['LogAffinity', 'log_affinity', 'transition_from_log', 'RefineViewer', 'RunViewer']
-
-# %% ../../nbs/70_apps/72_widgets.ipynb #c006
-class LogAffinity(NamedTuple):
-    "What a β move leaves unchanged for one frame: log A, the valid pairs and the sparse layout of T."
-    loga:Tensor # log A(i, i+o_k) [K,N] (N = H*W), 0 where the partner is outside
-    valid:Tensor # partner inside the map [K,N], 0/1 in the dtype of `loga`
-    idx:Tensor # neighbour index [K,N] (`uspl.components.trimap.neighbour_index`)
-    size:tuple # (H,W)
-    order:Tensor # flat index into [K,N] of each stored entry of T, row by row [nnz]
-    crow:Tensor # CSR row pointers of T [N+1] int32
-    cols:Tensor # CSR column of each stored entry [nnz] int32
-
-def log_affinity(aff:Affinity, # local affinities (`uspl.components.affinity.local_affinity`) [B,K,H,W]
-                 b:int=0, # the sample of the batch
-                ) -> LogAffinity:
-    "log A of sample `b` with the CSR layout of its transition, computed once per frame (Eq. 3, for Eq. 7)."
-    if not isinstance(aff, Affinity): raise TypeError(f"aff must be an Affinity (see local_affinity), got {type(aff).__name__}")
-    B, K, H, W = aff.a.shape
-    if not 0 <= b < B: raise IndexError(f"sample {b} out of range for a batch of {B}")
-    N = H * W
-    idx, valid = (t.to(aff.a.device) for t in neighbour_index(H, W, radius_offsets(aff.radius)))
-    a = aff.a[b].detach().reshape(K, N)
-    loga = torch.where(valid, a.clamp_min(1e-30).log(), torch.zeros_like(a))
-    pos = valid.t().reshape(-1).nonzero().squeeze(1)              # entries of the [N,K] row-major layout that exist
-    order = (pos % K) * N + pos // K                               # ... as flat indices into [K,N]
-    crow = torch.cat([pos.new_zeros(1), valid.sum(0).cumsum(0)])
-    i32 = lambda t: t.to(torch.int32)   # int32 indices: a third less memory to read per step of the walk
-    return LogAffinity(loga, valid.to(a.dtype), idx, (H, W), order, i32(crow), i32(idx.t().reshape(-1)[pos]))
-
-def transition_from_log(la:LogAffinity, # from `log_affinity`
-                        beta:float, # power of A (Table 8)
-                       ) -> Transition: # batch 1, with its CSR matrix
-    "T = D^-1 exp(beta log A) from the cached log A: a β move without recomputing A (Eq. 7)."
-    _check_beta(beta)
-    T = (la.loga * float(beta)).clamp_(min=-80.).exp_().mul_(la.valid)   # A^beta, invalid pairs 0 (see above)
-    T = T / T.sum(0, keepdim=True)                                        # D^-1: the self pair keeps D_ii >= 1
-    N = T.shape[1]
-    with warnings.catch_warnings():
-        warnings.simplefilter('ignore')   # torch flags sparse CSR as beta
-        csr = torch.sparse_csr_tensor(la.crow, la.cols, T.view(-1).index_select(0, la.order), (N, N), check_invariants=False)
-    return Transition(T[None], la.idx, la.size, csr)
+__all__ = ['RefineViewer', 'RunViewer']
 
 # %% ../../nbs/70_apps/72_widgets.ipynb #c013
 def _batch(x:Tensor, name:str, ndim:int) -> Tensor:

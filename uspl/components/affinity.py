@@ -14,7 +14,8 @@ from .trimap import radius_offsets, neighbour_index, AffinityLabels
 
 # %% auto #0
 __all__ = ['KERNELS', 'PMVAff', 'Affinity', 'local_affinity', 'dense_affinity', 'dense_refine', 'affinity_loss', 'Transition',
-           'local_transition', 'propagate', 'random_walk', 'refine']
+           'transition_from_power', 'local_transition', 'propagate', 'random_walk', 'refine', 'LogAffinity',
+           'log_affinity', 'transition_from_log']
 
 # %% ../../nbs/20_components/24_affinity.ipynb #c006
 def _norm(kind:str, c:int) -> nn.Module:
@@ -272,6 +273,23 @@ def _check_beta(beta):
     if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not math.isfinite(beta) or beta <= 0:
         raise ValueError(f"beta must be a finite number > 0, got {beta!r}")
 
+def _packed_csr(T:Tensor, crow:Tensor, cols:Tensor, order:Tensor) -> Tensor:
+    "Pack weights [1,K,N] into a CSR matrix [N,N] of the valid pairs only, in a layout computed once (`log_affinity`)."
+    N = T.shape[-1]
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')  # torch flags sparse CSR as beta
+        return torch.sparse_csr_tensor(crow, cols, T.reshape(-1).index_select(0, order), (N, N), check_invariants=False)
+
+def transition_from_power(ab:Tensor, # A^beta per offset [B,K,N] (N = H*W), 0 at invalid pairs, 1 at the self pair
+                          idx:Tensor, # neighbour index [K,N] (`uspl.components.trimap.neighbour_index`)
+                          size:tuple, # (H,W)
+                          layout:tuple|None=None, # (crow, cols, order) of a CSR of the valid pairs (`LogAffinity`, B = 1); None: `_block_csr`'s
+                         ) -> Transition:
+    "T = D^-1 A^beta with D the row sums (D_ii >= 1: the self pair), and its sparse CSR matrix when no gradient is needed (Eq. 7)."
+    T = ab / ab.sum(1, keepdim=True)
+    if torch.is_grad_enabled() and T.requires_grad: return Transition(T, idx, size, None)
+    return Transition(T, idx, size, _block_csr(T.detach(), idx) if layout is None else _packed_csr(T.detach(), *layout))
+
 def local_transition(aff:Affinity, # local affinities from `local_affinity`
                      beta:float=SMRConfig.beta, # power of A (Table 8)
                     ) -> Transition:
@@ -280,10 +298,7 @@ def local_transition(aff:Affinity, # local affinities from `local_affinity`
     _check_beta(beta)
     B, K, H, W = aff.a.shape
     idx, valid = (t.to(aff.a.device) for t in neighbour_index(H, W, radius_offsets(aff.radius)))
-    T = aff.a.pow(beta).flatten(2) * valid                          # A^beta, invalid pairs 0
-    T = T / T.sum(1, keepdim=True)                                  # D_ii >= 1: the self pair
-    grad = torch.is_grad_enabled() and T.requires_grad
-    return Transition(T, idx, (H, W), None if grad else _block_csr(T.detach(), idx))
+    return transition_from_power(aff.a.pow(beta).flatten(2) * valid, idx, (H, W))   # A^beta, invalid pairs 0
 
 # %% ../../nbs/20_components/24_affinity.ipynb #c034
 def _check_steps(t, logt):
@@ -336,3 +351,39 @@ def refine(feats:Tensor, # affinity features F_aff [B,C,H,W]
                          "(resize the coarse map to the affinity resolution first)")
     _check_beta(beta); steps = _check_steps(t, logt); check_finite(m, 'm')
     return random_walk(local_affinity(feats, radius, reduce, kernel), m, beta, steps)
+
+# %% ../../nbs/20_components/24_affinity.ipynb #aff-log2
+class LogAffinity(NamedTuple):
+    "What a β move leaves unchanged for one frame: log A, the valid pairs and the sparse layout of T."
+    loga:Tensor # log A(i, i+o_k) [K,N] (N = H*W), 0 where the partner is outside
+    valid:Tensor # partner inside the map [K,N], 0/1 in the dtype of `loga`
+    idx:Tensor # neighbour index [K,N] (`uspl.components.trimap.neighbour_index`)
+    size:tuple # (H,W)
+    order:Tensor # flat index into [K,N] of each stored entry of T, row by row [nnz]
+    crow:Tensor # CSR row pointers of T [N+1] int32
+    cols:Tensor # CSR column of each stored entry [nnz] int32
+
+def log_affinity(aff:Affinity, # local affinities (`local_affinity`) [B,K,H,W]
+                 b:int=0, # the sample of the batch
+                ) -> LogAffinity:
+    "log A of sample `b` with the CSR layout of its transition, computed once per frame (Eq. 3, for Eq. 7)."
+    if not isinstance(aff, Affinity): raise TypeError(f"aff must be an Affinity (see local_affinity), got {type(aff).__name__}")
+    B, K, H, W = aff.a.shape
+    if not 0 <= b < B: raise IndexError(f"sample {b} out of range for a batch of {B}")
+    N = H * W
+    idx, valid = (t.to(aff.a.device) for t in neighbour_index(H, W, radius_offsets(aff.radius)))
+    a = aff.a[b].detach().reshape(K, N)
+    loga = torch.where(valid, a.clamp_min(1e-30).log(), torch.zeros_like(a))
+    pos = valid.t().reshape(-1).nonzero().squeeze(1)              # entries of the [N,K] row-major layout that exist
+    order = (pos % K) * N + pos // K                               # ... as flat indices into [K,N]
+    crow = torch.cat([pos.new_zeros(1), valid.sum(0).cumsum(0)])
+    i32 = lambda t: t.to(torch.int32)   # int32 indices: a third less memory to read per step of the walk
+    return LogAffinity(loga, valid.to(a.dtype), idx, (H, W), order, i32(crow), i32(idx.t().reshape(-1)[pos]))
+
+def transition_from_log(la:LogAffinity, # from `log_affinity`
+                        beta:float, # power of A (Table 8)
+                       ) -> Transition: # batch 1, with its CSR matrix of the valid pairs
+    "T = D^-1 exp(beta log A) from the cached log A: a β move without recomputing A (Eq. 7)."
+    _check_beta(beta)
+    ab = (la.loga * float(beta)).clamp_(min=-80.).exp_().mul_(la.valid)   # A^beta, invalid pairs 0 (see above)
+    return transition_from_power(ab[None], la.idx, la.size, (la.crow, la.cols, la.order))
