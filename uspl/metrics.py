@@ -12,10 +12,10 @@ from .core import check_finite, minmax_norm, upsample_maps
 
 # %% auto #0
 __all__ = ['AUC_THRESHOLDS', 'BASELINES', 'PAIR_BASELINES', 'check_maps', 'frame_iou', 'miou', 'fscore_thresholds', 'pr_counts',
-           'frame_fcurves', 'fscore', 'SegMeter', 'batch_averaged_scores', 'prepare_heatmap', 'gt_from_boxes', 'ciou',
-           'loc_scores', 'LocMeter', 'evaluate_maps', 'center_prior', 'all_ones', 'all_objects', 'baseline_maps',
-           'region_means', 'selection_scores', 'pair_correct', 'swing', 'class_means', 'PairMeter',
-           'pair_baseline_maps', 'sound_blind', 'probe_folds', 'audio_probe']
+           'frame_fcurves', 'fscore', 'SegMeter', 'batch_averaged_scores', 'prepare_heatmap', 'as_boxes', 'box_pixels',
+           'enclosing_box', 'gt_from_boxes', 'ciou', 'loc_scores', 'LocMeter', 'evaluate_maps', 'center_prior',
+           'all_ones', 'all_objects', 'baseline_maps', 'region_means', 'selection_scores', 'pair_correct', 'swing',
+           'class_means', 'PairMeter', 'pair_baseline_maps', 'sound_blind', 'probe_folds', 'audio_probe']
 
 # %% ../nbs/01_metrics.ipynb #c006
 def _as_tensor(x, name:str) -> Tensor:
@@ -187,20 +187,40 @@ def prepare_heatmap(sim, # similarity maps [B,h,w] or [B,1,h,w] (numpy or torch)
     hw = (size, size) if isinstance(size, int) else tuple(size)
     return upsample_maps(s, hw, align_corners=True)
 
+# %% ../nbs/01_metrics.ipynb #boxes-2
+def as_boxes(boxes, # normalised [xmin,ymin,xmax,ymax] boxes [K,4], one box [4], or none (list, array or tensor)
+             finite:bool=True, # refuse NaN and inf
+            ) -> np.ndarray: # float64 [K,4]
+    "Boxes as a float64 [K,4] array; a `ValueError` for another shape (or, with `finite`, a non-finite coordinate)."
+    b = np.asarray(boxes.detach().cpu() if isinstance(boxes, Tensor) else boxes, dtype=np.float64)
+    if b.size == 0: b = b.reshape(0, 4)
+    if b.ndim == 1: b = b[None]
+    if b.ndim != 2 or b.shape[1] != 4: raise ValueError(f"boxes must be [K,4] (xmin, ymin, xmax, ymax), got shape {b.shape}")
+    if finite and not np.isfinite(b).all(): raise ValueError("boxes holds non-finite value(s) (NaN or inf)")
+    return b
+
+def box_pixels(boxes, # normalised boxes, anything `as_boxes` reads
+               size:tuple, # (H, W) of the image
+              ) -> np.ndarray: # int64 [K,4]: x0, y0, x1, y1 in pixels (x1, y1 exclusive)
+    "Boxes clipped to [0,1], scaled to an (H, W) image and truncated as the reference's `int()` does."
+    H, W = size
+    return (np.clip(as_boxes(boxes), 0, 1) * np.array([W, H, W, H], np.float64)).astype(np.int64)
+
+def enclosing_box(boxes, # normalised boxes, anything `as_boxes` reads
+                 ) -> np.ndarray: # float32 [4]; zeros when there is no box
+    "The one box around all `boxes` (their union's bounding box), clipped to [0,1]."
+    b = as_boxes(boxes)
+    if not len(b): return np.zeros(4, np.float32)
+    return np.concatenate([b[:, :2].min(0), b[:, 2:].max(0)]).clip(0, 1).astype(np.float32)
+
 # %% ../nbs/01_metrics.ipynb #c043
 def gt_from_boxes(boxes, # normalised [xmin,ymin,xmax,ymax] boxes [K,4] (or one box [4])
                   size:int|tuple=224, # map size: an int (square) or (H, W)
                  ) -> Tensor:
     "VGGSS ground-truth map: the union of the boxes, coordinates clipped to [0,1], scaled and truncated; float32 [H,W]."
     H, W = (size, size) if isinstance(size, int) else tuple(size)
-    b = np.asarray(boxes.detach().cpu() if isinstance(boxes, Tensor) else boxes, dtype=np.float64)
-    if b.size == 0: b = b.reshape(0, 4)
-    if b.ndim == 1: b = b[None]
-    if b.ndim != 2 or b.shape[1] != 4: raise ValueError(f"boxes must be [K,4] (xmin, ymin, xmax, ymax), got shape {b.shape}")
-    if not np.isfinite(b).all(): raise ValueError("boxes holds non-finite value(s) (NaN or inf)")
     gt = torch.zeros(H, W)
-    for x0, y0, x1, y1 in np.clip(b, 0, 1):
-        gt[int(y0 * H):int(y1 * H), int(x0 * W):int(x1 * W)] = 1
+    for x0, y0, x1, y1 in box_pixels(boxes, (H, W)): gt[y0:y1, x0:x1] = 1
     return gt
 
 # %% ../nbs/01_metrics.ipynb #c047

@@ -15,7 +15,7 @@ from torch.utils.data import Dataset, Subset
 from ..core import USPLConfig, normalize_image, DataConfig
 from .audio import load_audio, clip_around, make_front_end, front_end_name, LogMelPatches
 from .layouts import s4_root, s4_path, vggss_path, mask_box, VGGSS_META, VGGSS_TRAIN
-from ..metrics import gt_from_boxes
+from ..metrics import gt_from_boxes, as_boxes, enclosing_box
 
 # %% auto #0
 __all__ = ['log', 'BOX_TOL', 'BAD_HINT', 'S4_SPLITS', 'DATASETS', 'read_image', 'image_tensor', 'read_mask', 'read_objects',
@@ -94,8 +94,10 @@ def mask_problem(mask:Tensor, # a ground-truth mask [S,S] as the loader returns 
 
 def box_problem(b) -> str|None: # why the normalised [xmin, ymin, xmax, ymax] box `b` cannot be scored, None if it can
     "A box that is not 4 finite numbers, lies outside [0, 1] by more than `BOX_TOL`, or is empty once clipped to [0, 1]."
-    try: x = np.asarray(b, np.float64).reshape(4)
+    try: x = as_boxes(b, finite=False)
     except (TypeError, ValueError): return f"box {b!r} is not 4 numbers"
+    if len(x) != 1: return f"box {b!r} is not 4 numbers"
+    x = x[0]
     if not np.isfinite(x).all(): return f"box {b} is not finite"
     if (x < -BOX_TOL).any() or (x > 1 + BOX_TOL).any(): return f"box {b} lies outside [0, 1] (boxes are normalised by the image size)"
     x = x.clip(0, 1)
@@ -302,12 +304,10 @@ class VGGSS(_Skips, Dataset):
         w, why = self._clip(vid)
         if why: raise ValueError(why + BAD_HINT)
         with torch.no_grad(): audio = self.front_end(w).float()
-        boxes = e.get('bbox', []) if self.split == 'test' else []
-        b = np.array(boxes, np.float32).reshape(-1, 4)
-        box = np.concatenate([b[:, :2].min(0), b[:, 2:].max(0)]).clip(0, 1) if len(b) else np.zeros(4, np.float32)
+        b = as_boxes(e.get('bbox', []) if self.split == 'test' else [])
         im = read_image(self.path('frame', vid))
-        s = dict(image=image_tensor(im, self.img_size), audio=audio, mask=gt_from_boxes(boxes, self.img_size), has_mask=bool(len(b)),
-                 box=torch.from_numpy(box), name=vid, category=str(e.get('class', '')))
+        s = dict(image=image_tensor(im, self.img_size), audio=audio, mask=gt_from_boxes(b, self.img_size), has_mask=bool(len(b)),
+                 box=torch.from_numpy(enclosing_box(b)), name=vid, category=str(e.get('class', '')))
         if self.with_objects: s['objects'] = read_objects(self.path('objects', vid), self.img_size, im.size)
         return s
 
