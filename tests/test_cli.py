@@ -150,7 +150,26 @@ def test_shared_flags_mean_the_same():
         a = p.parse_args(argv + ['--config', 'c.json', '--set', 'train.lr=1e-3', '--set', 'icl.rho=0.2', '--no-progress'])
         assert a.config == 'c.json' and a.settings == [('train', 'lr', 1e-3), ('icl', 'rho', 0.2)] and a.no_progress
         assert p.parse_args(argv + ['--size', 'tiny']).size == 'tiny'
-    for argv in (['train', '--out', 'x'], ['eval', '--run', 'r']): assert p.parse_args(argv + ['--device', 'cpu']).device == 'cpu'
+    for argv in (['train', '--out', 'x'], ['eval', '--run', 'r'], ['demo'], ['compare', '--out', 'x']):
+        assert p.parse_args(argv + ['--device', 'cpu']).device == 'cpu' and p.parse_args(argv + ['--device', 'cuda']).device == 'cuda'
+        assert p.parse_args(argv).device is None  # train/eval: cuda when available; demo/compare: cpu (`run_compare`'s default)
+
+@pytest.mark.skipif(__import__('torch').cuda.is_available(), reason='a CUDA device is present')
+@pytest.mark.parametrize('argv', [['demo', '--size', 'tiny'], ['compare', '--size', 'tiny'], ['train', '--size', 'tiny'], ['eval', '--run', '.']])
+def test_device_cuda_without_gpu_one_line(argv, tmp_path):
+    "`--device cuda` on a machine without CUDA: one line, exit 2, before anything is built or written (the four commands alike)."
+    r = uspl(*argv, '--out', str(tmp_path/'o'), '--device', 'cuda', cwd=tmp_path) if argv[0] != 'eval' else uspl(*argv, '--device', 'cuda', cwd=tmp_path)
+    assert r.returncode == 2 and r.stderr.strip() == 'uspl: error: --device cuda: no CUDA device', r.stderr
+    assert not (tmp_path/'o').exists()
+
+def test_compare_device_cpu(tmp_path):
+    "`uspl compare --device cpu` with `--jobs 2`: the worker trains and scores on the device given, recorded in results.json."
+    import json
+    r = uspl('compare', '--size', 'tiny', '--methods', 'ezvsl', '--seeds', '0,1', '--jobs', '2', '--device', 'cpu', '--no-progress',
+             '--out', str(tmp_path/'c'))
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads((tmp_path/'c'/'results.json').read_text())
+    assert res['setting']['device'] == 'cpu' and {(x['method'], x['seed']) for x in res['rows'] if x['seed'] is not None} == {('ezvsl', 0), ('ezvsl', 1)}
 
 @pytest.mark.parametrize('cmd', ['compare', 'demo'])
 def test_duplicate_seeds_refused(cmd, tmp_path):

@@ -10,8 +10,9 @@ import uspl
 
 # %% auto #0
 __all__ = ['AMP_MODES', 'JOBS', 'SHARED_FLAGS', 'UsageError', 'build_parser', 'load_config', 'size_config', 'base_config',
-           'apply_settings', 'check_root', 'check_out', 'data_options', 'report_skips', 'skipped_note', 'describe',
-           'cmd_train', 'cmd_eval', 'cmd_demo', 'cmd_compare', 'cmd_localize', 'cmd_data', 'cmd_docs', 'main']
+           'apply_settings', 'check_root', 'check_device', 'check_out', 'data_options', 'report_skips', 'skipped_note',
+           'describe', 'cmd_train', 'cmd_eval', 'cmd_demo', 'cmd_compare', 'cmd_localize', 'cmd_data', 'cmd_docs',
+           'main']
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c005
 class UsageError(Exception):
@@ -94,7 +95,9 @@ def _config_flags(p, cmd):
 
 @_shared('device')
 def _device_flag(p, cmd):
-    p.add_argument('--device', choices=('cpu', 'cuda'), help='where to run; default: cuda when available')
+    if cmd in ('demo', 'compare'):  # the library's default (`run_compare`): the stored results and the demo's budget are CPU runs
+        p.add_argument('--device', choices=('cpu', 'cuda'), help='where the trainings and their scoring run (the --jobs share one GPU); default: cpu')
+    else: p.add_argument('--device', choices=('cpu', 'cuda'), help='where to run; default: cuda when available')
 
 @_shared('jobs')
 def _jobs_flag(p, cmd):
@@ -147,10 +150,10 @@ def _checkpoint_flags(p, cmd):
     p.add_argument('--checkpoint', default=None, help=f'file in RUN; default: {BEST}, else {LAST}')
 
 SHARED_FLAGS = dict( # subcommand -> the shared flags it takes, in this order after its own
-    demo=('methods', 'config', 'amp', 'jobs', 'progress'),
+    demo=('methods', 'config', 'amp', 'jobs', 'device', 'progress'),
     train=('dataset', 'config', 'amp', 'ckpt', 'device', 'progress', 'data'),
     eval=('dataset', 'checkpoint', 'device', 'data'),
-    compare=('dataset', 'methods', 'config', 'amp', 'jobs', 'progress'),
+    compare=('dataset', 'methods', 'config', 'amp', 'jobs', 'device', 'progress'),
     localize=('checkpoint',))
 
 # %% ../../nbs/70_apps/76_cli.ipynb #c009
@@ -283,6 +286,12 @@ def check_root(dataset:str, root:str|None) -> Path|None:
     if not Path(root).is_dir(): raise UsageError(f'dataset root not found: {root}')
     return Path(root)
 
+def check_device(device:str|None) -> 'torch.device':
+    "The device --device names (None: cuda when available); `--device cuda` on a machine without CUDA refused in one line."
+    from uspl.engine.train import pick_device
+    try: return pick_device(device)
+    except ValueError as e: raise UsageError(f'--device {device}: {e}') from None
+
 def check_out(path:str, flag:str='--out') -> Path:
     "An output folder that exists or can be created: not a file, not under a file, in a writable place."
     p = Path(path)
@@ -353,6 +362,7 @@ def cmd_train(a):
     if a.ckpt_every is not None and a.ckpt_every < 0: raise UsageError(f'--ckpt-every must be >= 0, got {a.ckpt_every}')
     if a.resume and a.overwrite: raise UsageError('--resume continues the run, --overwrite replaces it: give one of them')
     dkw = data_options(a)
+    check_device(a.device)
     if a.resume and not Path(a.out).is_dir(): raise UsageError(f'nothing to resume: {a.out} is not a folder')
     out = check_out(a.out)  # the out folder first: nothing is printed before its error
     from uspl.engine.runs import refuse_locked
@@ -404,7 +414,7 @@ def cmd_eval(a):
     if a.batch_size < 1: raise UsageError(f'--batch-size must be >= 1, got {a.batch_size}')
     if not Path(a.run).is_dir(): raise UsageError(f'run folder not found: {a.run}')
     dkw = data_options(a)
-    import torch
+    dev = check_device(a.device)
     from uspl.data.datasets import build_dataset
     from uspl.data.datasets import dataset_spec
     from uspl.engine.runs import load_run, BEST
@@ -419,7 +429,6 @@ def cmd_eval(a):
         note = skipped_note(ds)
         raise UsageError(f'no sample of the {a.dataset} {a.split} split to evaluate: ' + (f'all {note}' if note else 'it lists none'))
     skipped = report_skips(ds, f'{a.dataset} {a.split}')
-    dev = torch.device(a.device or ('cuda' if torch.cuda.is_available() else 'cpu'))
     res = evaluate_dataset(model.to(dev), ds, path=path, batch_size=a.batch_size, device=dev)
     keep = dataset_spec(a.dataset).metrics
     print(json.dumps({**{k: res[k] for k in keep}, 'n': res['n'], 'method': model.name, 'path': path, 'checkpoint': str(ckpt),
@@ -446,22 +455,23 @@ def _compare_config(a):
     return apply_settings(cfg, a.settings, a.methods) if a.config or a.settings else None
 
 def cmd_demo(a):
-    _check_jobs(a); _check_seeds(a.seeds)
+    _check_jobs(a); _check_seeds(a.seeds); check_device(a.device or 'cpu')
     from uspl.apps.demo import run_demo
     cfg = _compare_config(a)
     from uspl.engine.runs import refuse_locked
     refuse_locked(check_out(a.out))  # a second demo into the same folder
-    run_demo(a.out, size=a.size, seeds=a.seeds, methods=a.methods, jobs=a.jobs, cfg=cfg, amp=a.amp, progress=not a.no_progress)
+    run_demo(a.out, size=a.size, seeds=a.seeds, methods=a.methods, jobs=a.jobs, cfg=cfg, amp=a.amp, progress=not a.no_progress,
+             device=a.device or 'cpu')
 
 def cmd_compare(a):
-    _check_jobs(a); _check_seeds(a.seeds)
+    _check_jobs(a); _check_seeds(a.seeds); check_device(a.device or 'cpu')
     from uspl.evaluation.compare import run_compare
     root = check_root(a.dataset, a.root)
     cfg = _compare_config(a)
     from uspl.engine.runs import refuse_locked
     refuse_locked(check_out(a.out))  # a second compare into the same folder
     run_compare(a.out, a.methods, a.seeds, a.dataset, root, a.size, cfg, imagenet=not a.no_imagenet, progress=not a.no_progress,
-                jobs=a.jobs, amp=a.amp)
+                jobs=a.jobs, amp=a.amp, device=a.device or 'cpu')
 
 def cmd_localize(a):
     if not Path(a.run).is_dir(): raise UsageError(f'run folder not found: {a.run}')

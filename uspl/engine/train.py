@@ -21,9 +21,9 @@ from .runs import (LAST, BEST, CONFIG, LOG, DONE, RunLock, RunLocked, prepare_ru
                               load_checkpoint, held_checkpoints, stage_dir, stage_indices, write_done, read_done)
 
 # %% auto #0
-__all__ = ['AMP_DTYPES', 'PREEMPT_SIGNALS', 'PREEMPTED_EXIT', 'DistEnv', 'init_distributed', 'cleanup_distributed', 'gather_cat',
-           'mean_over_processes', 'epoch_batches', 'step_generator', 'make_optimizer', 'tune_allocator', 'LossStep',
-           'autocast_for', 'to_device', 'hold_sigint', 'stop_signals', 'agree_stop', 'TrainingInterrupted',
+__all__ = ['AMP_DTYPES', 'PREEMPT_SIGNALS', 'PREEMPTED_EXIT', 'DistEnv', 'pick_device', 'init_distributed', 'cleanup_distributed',
+           'gather_cat', 'mean_over_processes', 'epoch_batches', 'step_generator', 'make_optimizer', 'tune_allocator',
+           'LossStep', 'autocast_for', 'to_device', 'hold_sigint', 'stop_signals', 'agree_stop', 'TrainingInterrupted',
            'TrainingPreempted', 'fit', 'train_method', 'evaluate_dataset']
 
 # %% ../../nbs/50_engine/51_train.ipynb #c006
@@ -37,12 +37,20 @@ class DistEnv(NamedTuple):
     @property
     def main(self) -> bool: return self.rank == 0
 
+def pick_device(device:str|torch.device|None=None, # 'cpu', 'cuda' (or 'cuda:N'); None: cuda when available, else cpu
+               ) -> torch.device:
+    "The device `device` names; a `ValueError` ('no CUDA device') when it names CUDA on a machine without one."
+    if device is None: return torch.device('cuda' if torch.cuda.is_available() else 'cpu')
+    dev = torch.device(device)
+    if dev.type == 'cuda' and not torch.cuda.is_available(): raise ValueError('no CUDA device')
+    return dev
+
 def init_distributed(device:str|None=None, # 'cpu', 'cuda' or None (cuda when available)
                     ) -> DistEnv:
     "Join the process group `torchrun` describes in the environment; a plain single process otherwise."
     world = int(os.environ.get('WORLD_SIZE', '1'))
     rank, local = int(os.environ.get('RANK', '0')), int(os.environ.get('LOCAL_RANK', '0'))
-    use_cuda = torch.cuda.is_available() if device is None else device.startswith('cuda')
+    use_cuda = pick_device(device).type == 'cuda'
     dev = torch.device(f'cuda:{local}') if use_cuda else torch.device('cpu')
     if use_cuda: torch.cuda.set_device(dev)
     group = None

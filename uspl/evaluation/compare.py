@@ -19,7 +19,7 @@ from ..data.datasets import build_dataset, dataset_spec, validation_split
 from ..data.stamps import PairScenes, pair_loader, PAIRS_DIR, PAIRS_JSON
 from ..engine.runs import (LAST, BEST, LOG, CONFIG, run_name, stage_dir, load_run, load_checkpoint, can_resume, read_done,
                               write_done, read_run_config)
-from ..engine.train import evaluate_dataset, train_method, DistEnv
+from ..engine.train import evaluate_dataset, train_method, DistEnv, pick_device
 from ..components.encoders import offline_weights
 
 # %% auto #0
@@ -448,6 +448,7 @@ class Progress:
 # %% ../../nbs/60_evaluation/61_compare.ipynb #c019
 def _train_run(method:str, cfg:USPLConfig, splits:dict, run:Path, progress:bool, log,
                on_step=None, # on_step(step, what): the run's steps done over all its stages, e.g. 'epoch 2/5' (a `Progress`)
+               device:str='cpu', # where it trains ('cpu', 'cuda')
               ) -> None:
     "Train `method` into `run` unless it is finished (and trained with this config); resume an interrupted run."
     if read_done(run) is not None: _check_reuse(method, cfg, run); log(f'{run.name}: finished, reused'); return
@@ -462,7 +463,7 @@ def _train_run(method:str, cfg:USPLConfig, splits:dict, run:Path, progress:bool,
         per = _stage_steps(model, len(splits['train'])); at = [sum(per[:k]) for k in range(len(per))]
         hook = lambda k, e, es, s, ss: on_step(at[k] + s, (f'iteration {k}, ' if len(per) > 1 else '') + f'epoch {e}/{es}')
     t0 = time.time()
-    st = train_method(model, splits['train'], run, evaluate=ev, resume=resume, progress=progress, env=DistEnv(), on_step=hook,
+    st = train_method(model, splits['train'], run, evaluate=ev, resume=resume, progress=progress, env=DistEnv(device=torch.device(device)), on_step=hook,
                       evaluate_initial=splits.get('pairs') is not None)
     write_done(run, dict(steps=st['global_step'], wall_s=time.time() - t0))
 
@@ -470,11 +471,11 @@ def _stage_steps(model, n:int) -> list:
     "The optimiser steps of each stage of `model` on `n` training samples (one process)."
     return [(s.cfg.warmup_epochs + s.cfg.epochs) * (n // s.cfg.batch_size) for s in model.stages()]
 
-def _score_run(method:str, seed:int, run:Path, test) -> list:
-    "The rows of every inference path of the finished `run` on `test` (a staged method also at its first stage, the control of its goal)."
+def _score_run(method:str, seed:int, run:Path, test, device:str='cpu') -> list:
+    "The rows of every inference path of the finished `run` on `test` (a staged method also at its first stage, the control of its goal), scored on `device`."
     rows = []
     for name, it in [(method, None)] + ([(f'{method}-iter0', 0)] if get_method(method).staged else []):
-        model, _ = load_run(run, iteration=it)
+        model = load_run(run, iteration=it)[0].to(device)
         for p in model.paths:
             r = evaluate_dataset(model, test, p, batch_size=32)
             rows.append(dict(method=name, path=p, seed=seed, **{k: r[k] for k in METRICS}, n=r['n']))
@@ -574,6 +575,7 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
                 log=print,
                 jobs:int=1, # trainings at a time, each in a worker process; 1: one after the other here
                 amp:str|None=None, # mixed precision of the trainings ('off', 'bf16', 'fp16'; None: the config's `amp`)
+                device:str='cpu', # where the trainings and their scoring run: 'cpu' or 'cuda' (the `jobs` share the one GPU)
                ) -> dict:
     "Train each method once per seed (reusing finished runs), score every path and the trivial baselines, write the results."
     t0, out = time.time(), Path(out)
@@ -583,6 +585,8 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
     if (dup := next((s for i, s in enumerate(seeds) if s in seeds[:i]), None)) is not None:
         raise ValueError(f'seeds: seed {dup} is listed twice')  # it would train and report one run twice as if two
     if not isinstance(jobs, int) or jobs < 1: raise ValueError(f'jobs must be an integer >= 1, got {jobs!r}')
+    if device not in ('cpu', 'cuda'): raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
+    pick_device(device)  # refuses 'cuda' without a GPU before anything is trained
     base = cfg if cfg is not None else size_config(size, seeds[0], imagenet)
     if amp is not None: base = base.update(amp=amp)
     metrics = dataset_spec(dataset).metrics  # what its ground truth supports: the goals and the plot follow it
@@ -596,20 +600,20 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
                     {run_name(m, s): STEP_COST.get(m, 1.) for s in seeds for m in methods}).start() if progress else None
     say = prog.wrap(log) if prog else log
     try:
-        if jobs > 1: threads, scored = train_parallel(out, methods, seeds, base, splits, jobs, say, prog, steps)  # scored there too
+        if jobs > 1: threads, scored = train_parallel(out, methods, seeds, base, splits, jobs, say, prog, steps, device)  # scored there too
         for seed in seeds:
             for m in methods:
                 run = out/'runs'/run_name(m, seed)
                 if jobs == 1:
-                    _train_run(m, base.update(seed=seed, method=m), splits, run, False, say, prog and partial(prog.update, run.name))
+                    _train_run(m, base.update(seed=seed, method=m), splits, run, False, say, prog and partial(prog.update, run.name), device)
                 if (m, seed) not in scored:  # a finished run reused by `jobs > 1`, or any run with `jobs=1`
                     if prog: prog.status(run.name, 'scoring')
-                    scored[m, seed] = _score_run(m, seed, run, splits['test'])
+                    scored[m, seed] = _score_run(m, seed, run, splits['test'], device)
                     if prog: prog.finish(run.name)
                 rows += scored[m, seed]
                 if pairs is not None:  # listening: every path of the run (and of a staged method's first stage) on the pair split
                     for name, it in [(m, None)] + ([(f'{m}-iter0', 0)] if get_method(m).staged else []):
-                        model, _ = load_run(run, iteration=it)
+                        model = load_run(run, iteration=it)[0].to(device)
                         for k, v in score_listening(model, name, seed, pairs, run, say).items(): heard[k] += v
                         if seed == seeds[0]: shown.update({f'{name}/{p}': (model, p) for p in model.paths})
     finally:
@@ -620,7 +624,7 @@ def run_compare(out:str|Path, # output folder: runs/, results.json, results.md, 
     test = splits['test']
     setting = dict(dataset=dataset, root=str(root) if root else None, size=None if cfg is not None else size, seeds=seeds,
                    methods=methods, n_train=len(splits['train']), n_test=len(test), batch_size=base.batch_size,
-                   warmup_epochs=base.warmup_epochs, epochs=base.warmup_epochs + base.epochs, threads=threads, jobs=jobs,
+                   warmup_epochs=base.warmup_epochs, epochs=base.warmup_epochs + base.epochs, threads=threads, jobs=jobs, device=device,
                    imagenet=bool(base.visual_weights) or base.pretrained,
                    mask_area=float(np.mean([float(x['mask'].float().mean()) for x in test.items])))
     res = dict(rows=rows, summary=summarize(rows), claims=claims,
@@ -673,17 +677,17 @@ def _reporter(run:str, every:float=0.5):
         if force or time.monotonic() - last[0] >= every: last[0] = time.monotonic(); q.put((run, step, what))
     return send
 
-def _train_job(method:str, cfg:USPLConfig, run:Path) -> dict|None:
+def _train_job(method:str, cfg:USPLConfig, run:Path, device:str='cpu') -> dict|None:
     "One training in a worker (`_train_run`, no progress bars), then its scoring: its log lines, rows and wall time (None: stopped first); errors raised as they were."
     msgs, t0 = [], time.time()
     try:
         signal.signal(signal.SIGINT, _interrupt_once)  # before the check: a stop after it interrupts the training
         if _WORKER['stop'].is_set(): return None
         report = _reporter(run.name)
-        _train_run(method, cfg, _WORKER['splits'], run, False, msgs.append, report)
+        _train_run(method, cfg, _WORKER['splits'], run, False, msgs.append, report, device)
         wall = time.time() - t0
         if report: report(None, 'scoring', force=True)  # a status: no step (`Progress.status`)
-        rows = _score_run(method, cfg.seed, run, _WORKER['splits']['test'])
+        rows = _score_run(method, cfg.seed, run, _WORKER['splits']['test'], device)
     except BaseException as e:
         if (stand_in := _portable(e)) is None: raise
         raise stand_in from None
@@ -720,6 +724,7 @@ def train_parallel(out:Path, # the comparison's folder (its runs/)
                    log,
                    prog:Progress|None=None, # the display the workers' steps go to
                    steps:dict|None=None, # method -> optimiser steps of one run (the order: longest first)
+                   device:str='cpu', # where the workers train and score ('cuda': all of them on the one GPU)
                   ) -> tuple:
     "Train and score every unfinished run of `run_compare` in `jobs` worker processes, longest first (a staged method after the run its first stage reuses): (threads of each, {(method, seed): rows})."
     from uspl.evaluation.compare import _init_worker, _train_job  # by module path: spawned workers import them (a notebook's are in __main__)
@@ -754,7 +759,7 @@ def train_parallel(out:Path, # the comparison's folder (its runs/)
             while todo or running:
                 while len(running) < jobs and (nxt := next((t for t in todo if ready(*t)), None)):
                     todo.remove(nxt); m, cfg, run = nxt
-                    running[_submit(pool, _train_job, m, cfg, run)] = (m, cfg.seed, run.name)
+                    running[_submit(pool, _train_job, m, cfg, run, device)] = (m, cfg.seed, run.name)
                     log(f'{run.name}: started in a worker process ({threads} CPU thread(s))')
                 done, _ = wait(running, timeout=0.5 if q is not None else None, return_when=FIRST_COMPLETED)
                 drain()
