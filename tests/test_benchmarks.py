@@ -60,3 +60,18 @@ def test_bench_amp_cpu_prints_each_variant():
     for name in ('float32', 'bf16 autocast', 'float32 channels-last'): assert f'  {name} ' in out, name
     assert set(res) == {'float32', 'bf16 autocast', 'float32 channels-last'} and res['float32']['vs_float32'] == 1.0
     assert all(r['median_ms'] > 0 for r in res.values())
+
+def test_bench_early_loss_runs_each_variant_on_a_tiny_stamp_build(tmp_path):
+    "The lever table's script: every variant trains from the same batches and is printed against the chance loss."
+    import numpy as np
+    from PIL import Image
+    from uspl.data.stamps import build_stamps, write_fake_stamps
+    src = write_fake_stamps(tmp_path/'stamps', n=4); (tmp_path/'bg').mkdir()
+    yy, xx = np.mgrid[:160, :200]
+    Image.fromarray(np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)).save(tmp_path/'bg/photo.png')
+    build_stamps(src=src, backgrounds=tmp_path/'bg', out=tmp_path/'d', n_train=12, n_val=2, n_test=2, img_size=64, workers=1, progress=False)
+    res, out = run('bench_early_loss', ['--root', str(tmp_path/'d'), '--size', 'tiny', '--steps', '3', '--threads', '1',
+                                        '--variant', 'stage 4, lr 1e-4', '--variant', 'stage 4, lr 1e-3, f_v frozen'])
+    assert res['chance'] == pytest.approx(2 * np.log(8)) and 'chance 2 ln 8' in out
+    assert list(res['means']) == ['stage 4, lr 1e-4', 'stage 4, lr 1e-3, f_v frozen']
+    assert all(len(v) == 1 and np.isfinite(v[0]) for v in res['means'].values()) and out.count('| last ') == 2
