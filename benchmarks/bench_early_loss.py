@@ -19,11 +19,11 @@ from uspl.engine.train import make_optimizer
 
 # name -> (config fields over the `cpu` size, whether the visual encoder f_v is frozen)
 VARIANTS = {
-    'stage 2, lr 1e-4': (dict(), False),                                     # the `cpu` size
-    'stage 2, lr 1e-3': (dict(lr=1e-3), False),                              # the `demo` size
-    'stage 4, lr 1e-4': (dict(visual_out_indices=(1, 2, 3, 4)), False),      # the paper's stages and lr
-    'stage 4, lr 1e-3': (dict(visual_out_indices=(1, 2, 3, 4), lr=1e-3), False),
-    'stage 4, lr 1e-3, f_v frozen': (dict(visual_out_indices=(1, 2, 3, 4), lr=1e-3), True),
+    'stage 2, lr 1e-4': (dict(lr=1e-4), False),                              # the paper's learning rate
+    'stage 2, lr 1e-3': (dict(), False),                                     # the `cpu` size
+    'stage 4, lr 1e-4': (dict(visual_out_indices=(1, 2, 3, 4), lr=1e-4), False),  # the paper's stages and lr
+    'stage 4, lr 1e-3': (dict(visual_out_indices=(1, 2, 3, 4)), False),
+    'stage 4, lr 1e-3, f_v frozen': (dict(visual_out_indices=(1, 2, 3, 4)), True),
 }
 
 def run_variant(items:list, fields:dict, frozen:bool, steps:int, size:str='cpu', seed:int=0, every:int=25) -> list:

@@ -85,9 +85,8 @@ def _shared(name:str):
 def _config_flags(p, cmd):
     "--size or --config (the base config), then --set (single settings over it)."
     g = p.add_mutually_exclusive_group()
-    g.add_argument('--size', choices=_LazyChoices(_sizes), default={'train': None, 'demo': 'demo'}.get(cmd, 'cpu'),
-                   help="a named size of uspl.evaluation.compare.SIZES: cpu (real media, a CPU job of minutes), demo (the "
-                        "synthetic main job) or tiny (a smoke run of seconds)"
+    g.add_argument('--size', choices=_LazyChoices(_sizes), default=None if cmd == 'train' else 'cpu',
+                   help="a named size of uspl.evaluation.compare.SIZES: cpu (a CPU job of minutes) or tiny (a smoke run of seconds)"
                         + ("; default: the paper's full size (a GPU job)" if cmd == 'train' else ''))
     g.add_argument('--config', metavar='FILE', help='a JSON file of config fields (flat or by group) over the paper\'s defaults, instead of --size')
     p.add_argument('--set', dest='settings', type=_setting, action='append', default=[], metavar='GROUP.FIELD=VALUE',
@@ -199,7 +198,7 @@ def build_parser() -> argparse.ArgumentParser:
             epilog=_examples('uspl compare --dataset s4 --root stamps_s4 --methods ezvsl,uspl --seeds 0,1,2 --out cmp_s4',
                              'uspl compare --size tiny --methods ezvsl,icl --seeds 0 --set icl.rho=0.2 --out cmp_smoke'))
     c.add_argument('--out', required=True, help='output folder (runs/ and the results)')
-    c.add_argument('--no-imagenet', action='store_true', help='with --size cpu or demo: the visual encoder from scratch')
+    c.add_argument('--no-imagenet', action='store_true', help='with --size cpu: the visual encoder from scratch')
     l = cmd('localize', help="a trained run on one's own image and sound, or video",
             description="Localise the sounding object in one's own media with a trained run: writes overlay PNGs (a video: one "
                         "per second, a contact sheet and an MP4) and prints one JSON line of the files.",

@@ -31,27 +31,24 @@ __all__ = ['SIZES', 'PACKAGED_WEIGHTS', 'BASELINE_ROWS', 'METRICS', 'CLAIMS', 'L
            'threads_note', 'results_markdown', 'run_compare', 'train_parallel']
 
 # %% ../../nbs/60_evaluation/61_compare.ipynb #c006
-_CPU = dict(img_size=96, visual_backbone='mobilenetv2_100', visual_out_indices=(1, 2), freeze_bn='visual', audio_encoder='vggish_small', embed_dim=128,
-            aff_dim=64, fpn_dim=64, head_dim=32, aspp_dim=32, batch_size=16, epochs=2, synth_train=2048, synth_val=128,
-            synth_test=256, num_workers=0, eval_path='sps', iter_epochs=2)  # ICL: iteration 0 as EZ-VSL (5 epochs), then 2 per iteration
 SIZES = {
-    # real media on 2 CPU cores (`uspl compare`, `uspl train --size cpu`): the ImageNet MobileNetV2 of a pip package
-    # cut after its stride-8 stage, at the paper's learning rate (see the table above)
-    'cpu': dict(_CPU),
-    # the main job (`uspl demo`) on the embedded synthetic scenes within its time budget
-    'demo': dict(_CPU, lr=1e-3),
+    # the main job on 2 CPU cores; its visual encoder starts from the ImageNet MobileNetV2 of a pip package (deviations: above)
+    'cpu': dict(img_size=96, visual_backbone='mobilenetv2_100', visual_out_indices=(1, 2), freeze_bn='visual',
+                audio_encoder='vggish_small', embed_dim=128, aff_dim=64, fpn_dim=64, head_dim=32, aspp_dim=32, batch_size=16,
+                lr=1e-3, epochs=2, synth_train=2048, synth_val=128, synth_test=256, num_workers=0, eval_path='sps',
+                iter_epochs=2),  # ICL: iteration 0 as EZ-VSL (5 epochs), then 2 epochs per pseudo-label iteration
     # a smoke run for tests: seconds
     'tiny': dict(img_size=64, visual_backbone='resnet18', audio_encoder='vggish_small', embed_dim=32, aff_dim=16,
                  fpn_dim=16, head_dim=16, aspp_dim=8, batch_size=8, lr=1e-3, warmup_epochs=1, epochs=1, radius=3,
                  pamr_iters=3, synth_train=16, synth_val=8, synth_test=8, num_workers=0, eval_path='sps'),
 }
-PACKAGED_WEIGHTS = ('cpu', 'demo')  # sizes whose visual encoder loads `uspl.components.encoders.offline_weights(visual_backbone)`
+PACKAGED_WEIGHTS = ('cpu',)  # sizes whose visual encoder loads `uspl.components.encoders.offline_weights(visual_backbone)`
 
 def size_config(size:str='cpu', # a key of `SIZES`
                 seed:int=0,
                 imagenet:bool=True, # False: the same size with a visual encoder trained from scratch
                ) -> USPLConfig:
-    "The paper's defaults with the overrides of `SIZES[size]` (and, for `cpu` and `demo`, the packaged ImageNet weights)."
+    "The paper's defaults with the overrides of `SIZES[size]` (and, for `cpu`, the packaged ImageNet weights)."
     if size not in SIZES: raise ValueError(f"unknown size {size!r}; choose one of {sorted(SIZES)}")
     all_methods()  # a size also sets methods' own fields (e.g. ICL's `iter_epochs`)
     cfg = USPLConfig(**SIZES[size], seed=seed)
