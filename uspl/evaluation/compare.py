@@ -57,7 +57,6 @@ def size_config(size:str='cpu', # a key of `SIZES`
         cfg = cfg.update(visual_weights=str(path), visual_weights_match=match)
     return cfg
 
-
 # %% ../../nbs/60_evaluation/61_compare.ipynb #c009
 class InMemory(torch.utils.data.Dataset):
     "A dataset read once into memory."
