@@ -100,11 +100,12 @@ def execute_nb(nb:dict, # a notebook (JSON dict)
            for i, c in enumerate([_code('%matplotlib inline', 'uspl-setup')] + run)]
     node = nbformat.from_dict(dict(nb, cells=run, nbformat=4, nbformat_minor=max(5, nb.get('nbformat_minor', 5))))
     client = NotebookClient(node, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(cwd)}})
-    env = dict(os.environ, MPLBACKEND='module://matplotlib_inline.backend_inline', PYDEVD_DISABLE_FILE_VALIDATION='1')
-    try: client.execute(env=env)
-    except Exception as e:
-        msg = re.sub(r'\x1b\[[0-9;]*m', '', str(e))   # no terminal colours in the message
-        raise RuntimeError(f'docs: notebook {name} failed to execute: {type(e).__name__}: {msg[-3000:]}') from None
+    with tempfile.TemporaryDirectory(prefix='uspl-nb-') as tmp:   # the cells' scratch folders (runs, checkpoints) go with it
+        env = dict(os.environ, MPLBACKEND='module://matplotlib_inline.backend_inline', PYDEVD_DISABLE_FILE_VALIDATION='1', TMPDIR=tmp)
+        try: client.execute(env=env)
+        except Exception as e:
+            msg = re.sub(r'\x1b\[[0-9;]*m', '', str(e))   # no terminal colours in the message
+            raise RuntimeError(f'docs: notebook {name} failed to execute: {type(e).__name__}: {msg[-3000:]}') from None
     cells = [dict(c, outputs=r.get('outputs', []), execution_count=r.get('execution_count')) if c['cell_type'] == 'code' else c
              for c, r in zip(nb['cells'], node.cells[1:])]
     return dict(nb, cells=cells, metadata=dict(nb.get('metadata', {}), **({'widgets': node.metadata['widgets']} if 'widgets' in node.metadata else {})))
