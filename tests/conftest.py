@@ -1,11 +1,19 @@
 "Shared pytest fixtures and paths."
-import os, tempfile
+import getpass, os, shutil, tempfile
 from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / 'nbs'
 os.environ.setdefault('MPLBACKEND', 'Agg')
+# One scratch folder for the whole session, removed when it passes: what notebooks and tests make with
+# `tempfile.mkdtemp()` (training runs, checkpoints; several GB a run) and the `uspl` subprocesses' temp files (TMPDIR)
+# go there instead of piling up in the machine's /tmp run after run. It is set once, before torch is imported: torch
+# keeps paths under the temp folder (its compiler's scratch) for the life of the process. torch.compile's cache stays
+# where it always was, so that it survives the session.
+os.environ.setdefault('TORCHINDUCTOR_CACHE_DIR', os.path.join(tempfile.gettempdir(), f'torchinductor_{getpass.getuser()}'))
+SCRATCH = Path(tempfile.mkdtemp(prefix='uspl-tests-'))
+os.environ['TMPDIR'] = tempfile.tempdir = str(SCRATCH)
 
 def notebooks():
     "Every notebook of the kit, in order (scratch and checkpoint folders excluded)."
@@ -15,16 +23,8 @@ def notebooks():
 @pytest.fixture
 def root(): return ROOT
 
-@pytest.fixture(autouse=True)
-def _scratch_in_tmp_path(tmp_path, monkeypatch):
-    """Point `tempfile` (and the `uspl` subprocesses, via TMPDIR) at the test's own `tmp_path`: the scratch folders that
-    notebooks and tests make with `tempfile.mkdtemp()` (training runs, checkpoints) are removed with it instead of
-    filling the machine's /tmp run after run."""
-    d = tmp_path / 'scratch'; d.mkdir()
-    monkeypatch.setenv('TMPDIR', str(d))
-    monkeypatch.setattr(tempfile, 'tempdir', str(d))
-
 def pytest_sessionfinish(session, exitstatus):
     "Clear torch.compile's caches before the interpreter exits: their weakref callbacks otherwise print KeyErrors at shutdown."
     import sys
     if 'torch._dynamo' in sys.modules: sys.modules['torch._dynamo'].reset()
+    if exitstatus == 0: shutil.rmtree(SCRATCH, ignore_errors=True)  # kept after a failure, to look at

@@ -4,7 +4,7 @@
 
 # %% ../../nbs/70_apps/75_docs.ipynb #c001
 from __future__ import annotations
-import ast, base64, hashlib, html, json, os, re, shutil, tempfile, time
+import ast, base64, getpass, hashlib, html, json, os, re, shutil, tempfile, time
 from pathlib import Path
 
 # %% auto #0
@@ -101,7 +101,9 @@ def execute_nb(nb:dict, # a notebook (JSON dict)
     node = nbformat.from_dict(dict(nb, cells=run, nbformat=4, nbformat_minor=max(5, nb.get('nbformat_minor', 5))))
     client = NotebookClient(node, timeout=timeout, kernel_name='python3', resources={'metadata': {'path': str(cwd)}})
     with tempfile.TemporaryDirectory(prefix='uspl-nb-') as tmp:   # the cells' scratch folders (runs, checkpoints) go with it
-        env = dict(os.environ, MPLBACKEND='module://matplotlib_inline.backend_inline', PYDEVD_DISABLE_FILE_VALIDATION='1', TMPDIR=tmp)
+        cache = os.environ.get('TORCHINDUCTOR_CACHE_DIR') or str(Path(tempfile.gettempdir())/f'torchinductor_{getpass.getuser()}')  # torch.compile's cache kept
+        env = dict(os.environ, MPLBACKEND='module://matplotlib_inline.backend_inline', PYDEVD_DISABLE_FILE_VALIDATION='1', TMPDIR=tmp,
+                   TORCHINDUCTOR_CACHE_DIR=cache)
         try: client.execute(env=env)
         except Exception as e:
             msg = re.sub(r'\x1b\[[0-9;]*m', '', str(e))   # no terminal colours in the message
