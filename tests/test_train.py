@@ -162,6 +162,34 @@ def test_ckpt_every_resume_mid_epoch(tmp_path, uninterrupted):
     cli('train', '--out', str(run), '--no-progress', '--device', 'cpu', '--resume')
     assert_same(ref, weights(run))
 
+def test_stop_signal_to_a_parallel_compare(tmp_path):
+    """SIGTERM to `uspl compare --jobs 2` itself (not its workers): it passes the signal on, each running training finishes its
+    step and writes last.pt there, the command exits 75 with every worker gone; the same command again resumes them and ends."""
+    cfg, out = config(tmp_path, **LONG), tmp_path/'cmp'
+    exe = [sys.executable, '-m', 'uspl.apps.cli', 'compare', '--out', str(out), '--config', cfg, '--seeds', '0', '--jobs', '2',
+           '--methods', 'ezvsl,uspl']
+    p = subprocess.Popen(exe, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                         env=dict(os.environ, OMP_NUM_THREADS='2'))
+    runs = [out/'runs'/'ezvsl-s0', out/'runs'/'uspl-s0']
+    wait_until(lambda: all(n_logged(r) >= 1 for r in runs), p)
+    p.send_signal(signal.SIGTERM)  # the parent only
+    said, err = p.communicate(timeout=300)
+    assert p.returncode == PREEMPTED, err[-3000:]
+    assert 'SIGTERM: every running training stops after its current step' in said, said[-3000:]
+    assert err.strip().splitlines()[-1].startswith('uspl: SIGTERM: stopped after global step'), err[-3000:]
+    t0 = time.time()
+    while time.time() - t0 < 10:
+        try: os.killpg(p.pid, 0); time.sleep(0.1)
+        except ProcessLookupError: break
+    else: raise AssertionError('a worker outlived the command')
+    for r in runs:
+        ck = torch.load(r/'last.pt', map_location='cpu', weights_only=False)
+        assert 1 <= ck['global_step'] < 12 and ck['global_step'] == n_logged(r), (r.name, ck['global_step'], n_logged(r))
+        assert not (r/'.lock').exists() and not (r/'done.json').exists()
+    r = subprocess.run(exe, capture_output=True, text=True, timeout=600, env=dict(os.environ, OMP_NUM_THREADS='2'))
+    assert r.returncode == 0, r.stderr[-3000:]
+    for run in runs: assert [s['step'] for s in step_losses(run)] == list(range(1, 13)), run.name  # resumed, no step twice
+
 def test_amp_trains(tmp_path):
     "--amp bf16 and fp16 on the CPU: two USPL steps with the overall loss (SMR's walk in float32): finite losses, float32 weights that moved."
     from uspl.apps.cli import load_config

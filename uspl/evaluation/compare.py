@@ -19,7 +19,8 @@ from ..data.datasets import build_dataset, dataset_spec, validation_split
 from ..data.stamps import PairScenes, pair_loader, PAIRS_DIR, PAIRS_JSON
 from ..engine.runs import (LAST, BEST, LOG, CONFIG, run_name, stage_dir, load_run, load_checkpoint, can_resume, read_done,
                               write_done, read_run_config)
-from ..engine.train import evaluate_dataset, train_method, DistEnv, pick_device
+from ..engine.train import (evaluate_dataset, train_method, DistEnv, pick_device, stop_signals, PREEMPT_SIGNALS,
+                               TrainingPreempted)
 from ..components.encoders import offline_weights
 
 # %% auto #0
@@ -653,6 +654,8 @@ def _init_worker(threads:int, # CPU threads of this worker's trainings
     "Set up a training worker: its threads, the allocator (`uspl.engine.train.tune_allocator`), Ctrl-C left to the parent, the datasets."
     from uspl.engine.train import tune_allocator
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # between trainings; `_train_job` takes it while it trains
+    for n in PREEMPT_SIGNALS:  # SIGTERM / SIGUSR1 too: `fit` takes them while it trains (and puts this back after)
+        if (s := getattr(signal, n, None)) is not None: signal.signal(s, signal.SIG_IGN)
     torch.set_num_threads(threads); tune_allocator()
     with open(data, 'rb') as f: items = pickle.load(f)
     _WORKER.update(splits={k: None if v is None else InMemory(v) for k, v in items.items()}, stop=stop, progress=progress)
@@ -702,18 +705,26 @@ def _submit(pool, *args):
     try: return pool.submit(*args)
     finally: signal.signal(signal.SIGINT, old if old is not None else signal.default_int_handler)
 
-def _stop_pool(pool, stop, grace:float=10.):
-    "Cancel the trainings not started, interrupt the running ones (each ends as after Ctrl-C, its lock released), end the workers."
-    procs = list((pool._processes or {}).values())  # the executor's own worker processes
-    stop.set(); pool.shutdown(wait=False, cancel_futures=True)
+def _workers(pool) -> list:
+    "The worker processes of `pool` (read before `pool.shutdown`, which forgets them)."
+    return list((pool._processes or {}).values())
+
+def _signal_workers(procs:list, sig):
+    "Send `sig` to every live process of `procs`."
     for p in procs:
         if p.is_alive():
-            try: os.kill(p.pid, signal.SIGINT)
+            try: os.kill(p.pid, sig)
             except ProcessLookupError: pass
+
+def _stop_pool(pool, stop, grace:float=10.):
+    "Cancel the trainings not started, interrupt the running ones (each ends as after Ctrl-C, its lock released), end the workers."
+    procs = _workers(pool)
+    stop.set(); pool.shutdown(wait=False, cancel_futures=True)
+    _signal_workers(procs, signal.SIGINT)
     end = time.time() + grace
     for p in procs: p.join(max(0., end - time.time()))
     for p in procs:
-        if p.is_alive(): p.terminate(); p.join()
+        if p.is_alive(): p.kill(); p.join()  # SIGKILL: a worker ignores SIGTERM between trainings
 
 # %% ../../nbs/60_evaluation/61_compare.ipynb #c028
 def train_parallel(out:Path, # the comparison's folder (its runs/)
@@ -741,8 +752,8 @@ def train_parallel(out:Path, # the comparison's folder (its runs/)
     def ready(m, cfg, run):  # a staged method whose first stage is another's run (ICL: EZ-VSL's) waits for that run
         first = get_method(m).first_stage_as
         return first is None or run_name(first, cfg.seed) not in names
-    scored = {}
-    with tempfile.TemporaryDirectory(prefix='uspl-compare-') as tmp:
+    scored, preempted = {}, None
+    with tempfile.TemporaryDirectory(prefix='uspl-compare-') as tmp, stop_signals() as sig:  # SIGTERM / SIGUSR1 to this process: recorded
         data = Path(tmp)/'splits.pkl'  # the samples pickled once (plain dicts): rendering the scenes in each worker costs far more
         items = {k: None if splits.get(k) is None else [splits[k][i] for i in range(len(splits[k]))] for k in ('train', 'val', 'test', 'pairs')}
         with open(data, 'wb') as f: pickle.dump(items, f, protocol=pickle.HIGHEST_PROTOCOL)
@@ -757,14 +768,21 @@ def train_parallel(out:Path, # the comparison's folder (its runs/)
                 else: prog.update(run, step, what)
         try:
             while todo or running:
-                while len(running) < jobs and (nxt := next((t for t in todo if ready(*t)), None)):
+                if (got := sig.got or (preempted and preempted.signame)) and not stop.is_set():  # a stop signal (to this process or
+                    log(f'{got}: every running training stops after its current step and writes its checkpoint')  # a worker): passed on
+                    stop.set(); todo.clear(); _signal_workers(_workers(pool), getattr(signal, got))  # to the workers, none started after it
+                while len(running) < jobs and not stop.is_set() and (nxt := next((t for t in todo if ready(*t)), None)):
                     todo.remove(nxt); m, cfg, run = nxt
                     running[_submit(pool, _train_job, m, cfg, run, device)] = (m, cfg.seed, run.name)
                     log(f'{run.name}: started in a worker process ({threads} CPU thread(s))')
-                done, _ = wait(running, timeout=0.5 if q is not None else None, return_when=FIRST_COMPLETED)
+                done, _ = wait(running, timeout=0.5, return_when=FIRST_COMPLETED)
                 drain()
                 for f in done:
-                    m, seed, name = running.pop(f); r = f.result()  # a worker's error is raised here, as it was there
+                    m, seed, name = running.pop(f)
+                    try: r = f.result()  # a worker's error is raised here, as it was there
+                    except TrainingPreempted as e:  # the others are waited for: each writes its checkpoint
+                        log(f'{name}: {e}'); preempted = preempted or e; names.discard(name); continue
+                    if r is None: names.discard(name); continue  # stopped before it began
                     for line in r['log']: log(line)
                     log(f"{name}: finished in {r['wall_s']:.0f} s (scored there)"); names.discard(name)
                     scored[m, seed] = r['rows']
@@ -773,4 +791,5 @@ def train_parallel(out:Path, # the comparison's folder (its runs/)
             _stop_pool(pool, stop); raise
         pool.shutdown()
         drain()
+    if preempted is not None: raise preempted  # `uspl` exits with `PREEMPTED_EXIT`; the same command again resumes
     return threads, scored
