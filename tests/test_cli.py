@@ -145,7 +145,7 @@ def test_shared_flags_mean_the_same():
     from uspl.apps.cli import build_parser, JOBS
     p = build_parser()
     demo, comp = p.parse_args(['demo']), p.parse_args(['compare', '--out', 'x'])
-    assert demo.jobs == comp.jobs == JOBS and demo.size == comp.size == 'cpu'
+    assert demo.jobs == comp.jobs == JOBS and (demo.size, comp.size) == ('demo', 'cpu')
     for argv in (['demo'], ['compare', '--out', 'x'], ['train', '--out', 'x']):
         a = p.parse_args(argv + ['--config', 'c.json', '--set', 'train.lr=1e-3', '--set', 'icl.rho=0.2', '--no-progress'])
         assert a.config == 'c.json' and a.settings == [('train', 'lr', 1e-3), ('icl', 'rho', 0.2)] and a.no_progress

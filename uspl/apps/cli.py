@@ -85,8 +85,9 @@ def _shared(name:str):
 def _config_flags(p, cmd):
     "--size or --config (the base config), then --set (single settings over it)."
     g = p.add_mutually_exclusive_group()
-    g.add_argument('--size', choices=_LazyChoices(_sizes), default=None if cmd == 'train' else 'cpu',
-                   help="a named size of uspl.evaluation.compare.SIZES: cpu (a CPU job of minutes) or tiny (a smoke run of seconds)"
+    g.add_argument('--size', choices=_LazyChoices(_sizes), default={'train': None, 'demo': 'demo'}.get(cmd, 'cpu'),
+                   help="a named size of uspl.evaluation.compare.SIZES: cpu (a CPU job of minutes), demo (the cpu size on fewer "
+                        "training scenes: the demo's) or tiny (a smoke run of seconds)"
                         + ("; default: the paper's full size (a GPU job)" if cmd == 'train' else ''))
     g.add_argument('--config', metavar='FILE', help='a JSON file of config fields (flat or by group) over the paper\'s defaults, instead of --size')
     p.add_argument('--set', dest='settings', type=_setting, action='append', default=[], metavar='GROUP.FIELD=VALUE',

@@ -130,14 +130,14 @@ def _grad_weights(gd:Tensor, idx:Tensor, valid:Tensor) -> Tensor:
     return torch.cat([g, g.flip(1).gather(2, idx[Kh + 1:].expand(gd.shape[0], -1, -1)) * valid[Kh + 1:]], 1)
 
 def _transpose12(x:Tensor) -> Tensor:
-    "`x.transpose(1, 2)` as a contiguous copy, [b,n,m] -> [b,m,n] (compiled: a tiled transpose, about 3x eager's copy on a CPU)."
+    "`x.transpose(1, 2)` as a contiguous copy, [b,n,m] -> [b,m,n]."
     return x.transpose(1, 2).contiguous()
 
 _COMPILED = {} # memo: the torch.compile'd kernels, or the error that stopped them on this machine
-_KERNEL_FNS = {'fwd': _l1_gather, 'bwd': _l1_gather_grad, 'weights': _grad_weights, 'transpose': _transpose12}
+_KERNEL_FNS = {'fwd': _l1_gather, 'bwd': _l1_gather_grad}
 
 def _compiled(name:str):
-    "The torch.compile'd `_l1_gather` / `_l1_gather_grad` (one fused loop each: no [b,K,N,C] tensor) and the backward's helpers, built on first use."
+    "The torch.compile'd `_l1_gather` / `_l1_gather_grad` (one fused loop each: no [b,K,N,C] tensor), built on first use."
     if name not in _COMPILED:
         _COMPILED[name] = torch.compile(_KERNEL_FNS[name], dynamic=True,
                                         options={'assert_indirect_indexing': False})  # indices built here, always in range
@@ -160,9 +160,9 @@ class _PairL1Fused(torch.autograd.Function):
     def backward(ctx, gd):
         x, near, idx, valid = ctx.saved_tensors
         B, C, H, W = ctx.shape; Kh = idx.shape[0] // 2
-        G = _compiled('weights')(gd.reshape(B, Kh, H * W), idx, valid)
+        G = _grad_weights(gd.reshape(B, Kh, H * W), idx, valid)  # eager, as the transpose below: see above
         gx = _compiled('bwd')(x, G, torch.cat([near[:Kh], near[Kh + 1:]]))
-        return _compiled('transpose')(gx).view(B, C, H, W), None, None  # channels-first: a channels-last gradient slows convs upstream
+        return _transpose12(gx).view(B, C, H, W), None, None  # channels-first: a channels-last gradient slows convs upstream
 
 def _in_dispatch_mode() -> bool:
     "Whether a TorchDispatchMode (e.g. `FlopCounterMode`) is active: code compiled under one keeps running uncompiled after it."
