@@ -44,7 +44,7 @@ SIZES = {
                  pamr_iters=3, synth_train=16, synth_val=8, synth_test=8, num_workers=0, eval_path='sps'),
 }
 # `uspl demo`'s: the cpu size on 1280 training scenes instead of 2048, so that its 3 seeds of EZ-VSL and USPL fit its
-# 600 s budget on 2 cores (measured: 503 s; at the cpu size 859 s), its quality goals met or missed as at the cpu size
+# 600 s budget on 2 cores (measured: 444 s and 503 s; at the cpu size 859 s), its goals met or missed as at the cpu size
 SIZES['demo'] = {**SIZES['cpu'], 'synth_train': 1280}
 PACKAGED_WEIGHTS = ('cpu', 'demo')  # sizes whose visual encoder loads `uspl.components.encoders.offline_weights(visual_backbone)`
 
