@@ -1,6 +1,6 @@
 """The benchmark scripts run (smoke sizes) and print their goal lines: a change that breaks a script fails here, not on the
 day someone measures. Their numbers at these sizes mean nothing; the measured figures are in nbs/results/bench/."""
-import contextlib, importlib.util, io, sys
+import contextlib, importlib.util, io, re, sys
 from pathlib import Path
 import pytest, torch
 
@@ -71,7 +71,12 @@ def test_bench_early_loss_runs_each_variant_on_a_tiny_stamp_build(tmp_path):
     Image.fromarray(np.stack([xx % 256, yy % 256, (xx + yy) % 256], -1).astype(np.uint8)).save(tmp_path/'bg/photo.png')
     build_stamps(src=src, backgrounds=tmp_path/'bg', out=tmp_path/'d', n_train=12, n_val=2, n_test=2, img_size=64, workers=1, progress=False)
     res, out = run('bench_early_loss', ['--root', str(tmp_path/'d'), '--size', 'tiny', '--steps', '3', '--threads', '1',
-                                        '--variant', 'stage 4, lr 1e-4', '--variant', 'stage 4, lr 1e-3, f_v frozen'])
+                                        '--variant', 'stage 4, lr 1e-4', '--variant', 'stage 4, lr 1e-3, f_v frozen',
+                                        '--variant', 'MMICL, lr 2e-4', '--jobs', '2'])
     assert res['chance'] == pytest.approx(2 * np.log(8)) and 'chance 2 ln 8' in out
-    assert list(res['means']) == ['stage 4, lr 1e-4', 'stage 4, lr 1e-3, f_v frozen']
-    assert all(len(v) == 1 and np.isfinite(v[0]) for v in res['means'].values()) and out.count('| last ') == 2
+    assert list(res['means']) == ['stage 4, lr 1e-4', 'stage 4, lr 1e-3, f_v frozen', 'MMICL, lr 2e-4']  # in order, from 2 jobs
+    assert all(len(v) == 1 and np.isfinite(v[0]) for v in res['means'].values()) and out.count('| last ') == 3
+    # each row against its own chance: ln B for Eq. 2's one way (USPL's MMICL), 2 ln B for EZ-VSL's two ways
+    for name, chance in (('MMICL, lr 2e-4', np.log(8)), ('stage 4, lr 1e-4', 2 * np.log(8))):
+        last, diff = map(float, re.search(re.escape(name) + r' +[\d.]+ +\| last ([\d.]+) = chance ([-+][\d.]+)', out).groups())
+        assert last - diff == pytest.approx(chance, abs=2e-3), (name, out)
