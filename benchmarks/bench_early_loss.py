@@ -49,11 +49,10 @@ _CTX = {}
 def _init(ctx, threads):
     _CTX.update(ctx); torch.set_num_threads(threads)
 
-def run_variant(name:str, steps:int=None, size:str=None, seed:int=0, every:int=None) -> dict:
-    "Train variant `name` for `steps` steps on the batches of `_CTX['items']`: the mean loss of each `every` steps, the probe before and after."
+def run_variant(name:str, seed:int=0) -> dict:
+    "Train variant `name` on the batches of `_CTX` (its items, steps, size, every, clips): the mean loss of each `every` steps, the probe before and after."
     method, fields, frozen = VARIANTS[name]
-    steps, size, every = steps or _CTX['steps'], size or _CTX['size'], every or _CTX['every']
-    items, clips = _CTX['items'], _CTX.get('clips')
+    items, clips, steps, size, every = (_CTX[k] for k in ('items', 'clips', 'steps', 'size', 'every'))
     cfg = size_config(size, seed).update(**fields)
     torch.manual_seed(seed); m = build_method(cfg, method).train()
     if frozen:
@@ -89,7 +88,9 @@ def _forked(names:list, jobs:int):
                     if not any(pr.is_alive() for pr in procs) and q.empty(): raise RuntimeError(f"a variant's process died before {n!r} finished")
             yield got[n]
     finally:
-        for pr in procs: pr.join(timeout=1); pr.is_alive() and pr.kill()
+        for pr in procs:
+            pr.join(timeout=1)
+            if pr.is_alive(): pr.kill()
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
