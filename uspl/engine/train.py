@@ -310,9 +310,9 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
                                          **_rng_states(env.device), **state), out, name)
                 if name == LAST: saved = state['global_step']
         log = open(out/LOG, 'a' if resume else 'w') if env.main else None
-        def preempted():  # every process stops after this step, with its checkpoint written
+        def preempted(got):  # every process stops after this step, with its checkpoint written; `got`: this process's signal when agreed
             if saved != state['global_step']: save()
-            raise TrainingPreempted(out, state['global_step'], saved, stop.got or 'a stop signal to another process')
+            raise TrainingPreempted(out, state['global_step'], saved, got or 'a stop signal to another process')
         if evaluate_initial and evaluate is not None and env.main and not resume:
             model.eval()
             with torch.no_grad(), torch.random.fork_rng(devices=[]): rec = dict(kind='init', epoch=0, steps=0, **evaluate(model))  # the training's random stream untouched
@@ -344,7 +344,8 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
                 if cfg.ckpt_every and state['global_step'] % cfg.ckpt_every == 0: save()
                 if max_steps is not None and state['global_step'] >= max_steps:
                     save(); return state
-                if agree_stop(stop.got is not None, env): preempted()
+                got = stop.got  # read before agreeing: a launcher's own SIGTERM may follow another process's exit
+                if agree_stop(got is not None, env): preempted(got)
             bar.close()
             state['epoch'] += 1; state['step_in_epoch'] = 0
             rec = dict(epoch=epoch + 1, steps=state['global_step'])
@@ -359,7 +360,8 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
                 log.write(json.dumps(dict(kind='epoch', **rec)) + '\n'); log.flush()
                 if progress: tqdm.write(' '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}' for k, v in rec.items()))
             save()
-            if state['epoch'] < total and agree_stop(stop.got is not None, env): preempted()  # e.g. one sent during validation
+            got = stop.got
+            if state['epoch'] < total and agree_stop(got is not None, env): preempted(got)  # e.g. one sent during validation
         return state
     except TrainingInterrupted: raise
     except KeyboardInterrupt:
