@@ -88,6 +88,28 @@ def test_data_stamps_pairs(tmp_path):
         lines = r.stderr.strip().splitlines()
         assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
 
+def test_data_stamps_per_class_default(tmp_path):
+    "Without --n-train the builder writes --per-class scenes per sounding class; the help's defaults are `build_stamps`'s own."
+    import inspect, json, re
+    pytest.importorskip('skimage')
+    from uspl.apps.cli import build_parser
+    from uspl.data.stamps import build_stamps, write_fake_stamps
+    sig = inspect.signature(build_stamps).parameters
+    sub = next(a for a in build_parser()._actions if a.dest == 'cmd').choices['data']
+    stamps = next(a for a in sub._actions if a.dest == 'what').choices['stamps']
+    helps = {a.dest: a.help for a in stamps._actions}
+    for k in ('per_class', 'n_val', 'n_test'):
+        assert re.search(rf'\(default: {sig[k].default}\)', helps[k]), (k, helps[k])
+    assert sig['n_train'].default is None
+    src = write_fake_stamps(tmp_path/'stamps', n=4)
+    r = uspl('data', 'stamps', '--src', str(src), '--out', str(tmp_path/'d'), '--per-class', '3', '--n-val', '0', '--n-test', '1')
+    assert r.returncode == 0, r.stderr[-3000:]
+    s = json.loads(r.stdout)
+    assert s['counts']['train'] == 3 * s['splits']['train']['sounding_classes'] and s['splits']['train']['sounding_classes'] >= 2
+    r = uspl('data', 'stamps', '--src', str(src), '--out', str(tmp_path/'e'), '--per-class', '-1', '--n-test', '1')
+    lines = r.stderr.strip().splitlines()
+    assert r.returncode == 2 and len(lines) == 1 and 'per_class: must be an integer >= 0' in lines[0], r.stderr
+
 def _readme_commands():
     "Every command line of README.md's code blocks that runs `uspl` (or `-m uspl.apps.cli`), without its comment: the arguments after the program."
     import shlex

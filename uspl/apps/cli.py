@@ -223,9 +223,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument('--out', required=True, help='output dataset root')
     s.add_argument('--layout', choices=('s4', 'vggss'), default='s4', help='file layout')
     s.add_argument('--seed', type=int, default=0, help='seed of the composition')
-    s.add_argument('--n-train', type=int, default=2000, help='training scenes')
-    s.add_argument('--n-val', type=int, default=100, help='validation scenes')
-    s.add_argument('--n-test', type=int, default=300, help='test scenes')
+    s.add_argument('--n-train', type=int, default=None, help='training scenes (default: --per-class per sounding class)')
+    s.add_argument('--per-class', type=int, default=None, help='training scenes per sounding class when --n-train is not given (default: 100)')
+    s.add_argument('--n-val', type=int, default=None, help='validation scenes (default: 100)')
+    s.add_argument('--n-test', type=int, default=None, help='test scenes (default: 300)')
     s.add_argument('--classes', type=int, default=None, help='keep this many sounding classes, drawn with the seed (AVSBench-S4 has 23); default: all')
     s.add_argument('--split', choices=('compositions', 'unseen-photos'), default='compositions',
                    help='compositions: test scenes are new compositions of every stamp; unseen-photos: test sounds with stamps never seen in training')
@@ -498,8 +499,8 @@ def cmd_localize(a):
 def cmd_data(a):
     if a.what is None: raise UsageError('uspl data: choose what to build: stamps')
     from uspl.data.stamps import build_stamps
-    s = build_stamps(a.src, a.out, layout=a.layout, seed=a.seed, n_train=a.n_train, n_val=a.n_val, n_test=a.n_test,
-                    classes=a.classes, split=a.split, pairs=a.pairs)
+    given = {k: v for k in ('n_train', 'per_class', 'n_val', 'n_test') if (v := getattr(a, k)) is not None}  # else build_stamps' defaults
+    s = build_stamps(a.src, a.out, layout=a.layout, seed=a.seed, classes=a.classes, split=a.split, pairs=a.pairs, **given)
     print(json.dumps(s, indent=1, default=str))
 
 def cmd_docs(a):

@@ -393,7 +393,9 @@ def build_stamps(src=STAMPS_DIR, # the stamp folder
                  out='stamps_data', # the dataset folder to write (S4: the `Single-source` folder; VGGSS: the root)
                  layout:str='s4', # 's4' (masks) or 'vggss' (boxes)
                  seed:int=0, # dataset seed
-                 n_train:int=2000, n_val:int=100, n_test:int=300, # scenes per split (VGGSS: no val)
+                 n_train:int|None=None, # training scenes; None: `per_class` per sounding class of the training split
+                 n_val:int=100, n_test:int=300, # validation and test scenes (VGGSS: no val)
+                 per_class:int=100, # training scenes per sounding class when `n_train` is None
                  img_size:int=DataConfig.img_size, # frame size written (the loaders resize to `cfg.img_size`)
                  progress:bool=True, # a tqdm progress bar
                  split:str='compositions', # one of `SPLIT_MODES`
@@ -407,15 +409,16 @@ def build_stamps(src=STAMPS_DIR, # the stamp folder
     "Compose real-media sounding scenes from Tux Paint stamps and write them in the `layout` the kit's loaders read."
     t0 = time.time()
     if layout not in ('s4', 'vggss'): raise ValueError(f"layout: must be 's4' or 'vggss', got {layout!r}")
-    for k, v in dict(n_train=n_train, n_val=n_val, n_test=n_test, pairs=pairs).items():
-        if not isinstance(v, (int, np.integer)) or v < 0: raise ValueError(f"{k}: must be an integer >= 0, got {v!r}")
+    for k, v in dict(n_train=0 if n_train is None else n_train, n_val=n_val, n_test=n_test, pairs=pairs, per_class=per_class).items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 0: raise ValueError(f"{k}: must be an integer >= 0, got {v!r}")
     if not isinstance(img_size, (int, np.integer)) or img_size < 32: raise ValueError(f"img_size: must be an integer >= 32, got {img_size!r}")
     if workers is not None and workers < 1: raise ValueError(f"workers: must be >= 1, got {workers}")
     if split not in SPLIT_MODES: raise ValueError(f"split: must be one of {SPLIT_MODES}, got {split!r}")
-    counts = dict(train=int(n_train), val=int(n_val) if layout == 's4' else 0, test=int(n_test))
-    if not sum(counts.values()): raise ValueError("n_train, n_val, n_test: nothing to build (all 0)")
     stamps, skipped = find_stamps(src, sr)
     pools = restrict_classes(stamps, split_pools(stamps, split, seed), classes, seed)
+    if n_train is None: n_train = int(per_class) * len({stamps[k].category for k in pools['train']['sounding']})
+    counts = dict(train=int(n_train), val=int(n_val) if layout == 's4' else 0, test=int(n_test))
+    if not sum(counts.values()): raise ValueError("n_train, n_val, n_test: nothing to build (all 0)")
     if pairs and (nc := len({stamps[k].category for k in pools['test']['sounding']})) < 2:
         raise ValueError(f"pairs: the test split sounds {nc} class(es) (split {split!r}); a pair image needs two")
     photos, out = load_backgrounds(backgrounds), Path(out)
