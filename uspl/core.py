@@ -155,6 +155,7 @@ class TrainConfig(ConfigGroup):
     optimizer:str='adam' # 'adam' (Sec. 4.1) or 'sgd' (momentum 0.9)
     weight_decay:float=0.0 # Adam weight decay (not stated in the paper)
     seed:int=0 # seed of every random generator
+    distinct_classes:bool=False # a diagnostic, not the paper: no two training scenes of one class in a batch (reads class labels, so not unsupervised; removes same-class negatives)
     num_workers:int=2 # data-loader worker processes
     freeze_bn:str='none' # BatchNorm layers kept in eval mode: 'none', 'visual' (f_v's: a pretrained backbone with small batches) or 'all' (exact DDP equivalence on CPUs)
     sync_bn:bool=True # SyncBatchNorm under multi-GPU DistributedDataParallel (CPU processes cannot sync BN)

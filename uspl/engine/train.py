@@ -22,9 +22,10 @@ from .runs import (LAST, BEST, CONFIG, LOG, DONE, RunLock, RunLocked, prepare_ru
 
 # %% auto #0
 __all__ = ['AMP_DTYPES', 'PREEMPT_SIGNALS', 'PREEMPTED_EXIT', 'DistEnv', 'pick_device', 'init_distributed', 'cleanup_distributed',
-           'gather_cat', 'mean_over_processes', 'epoch_batches', 'step_generator', 'make_optimizer', 'tune_allocator',
-           'LossStep', 'autocast_for', 'to_device', 'hold_sigint', 'stop_signals', 'agree_stop', 'TrainingInterrupted',
-           'TrainingPreempted', 'fit', 'train_method', 'evaluate_dataset']
+           'gather_cat', 'mean_over_processes', 'distinct_class_batches', 'epoch_batches', 'dataset_labels',
+           'step_generator', 'make_optimizer', 'tune_allocator', 'LossStep', 'autocast_for', 'to_device', 'hold_sigint',
+           'stop_signals', 'agree_stop', 'TrainingInterrupted', 'TrainingPreempted', 'fit', 'train_method',
+           'evaluate_dataset']
 
 # %% ../../nbs/50_engine/51_train.ipynb #c006
 class DistEnv(NamedTuple):
@@ -93,17 +94,48 @@ def mean_over_processes(d:dict) -> dict:
     return dict(zip(keys, t.tolist()))
 
 # %% ../../nbs/50_engine/51_train.ipynb #c012
+def distinct_class_batches(labels:list, # each training item's class
+                           batch_size:int, # global batch size
+                           generator:torch.Generator,
+                          ) -> list[list[int]]: # global batches, each of `batch_size` different classes
+    "Global batches in which no two items share a class: the classes with most items left fill each batch (ties at random)."
+    classes = sorted(set(labels))
+    if len(classes) < batch_size: raise ValueError(f'distinct_classes needs at least batch_size={batch_size} classes, the dataset has {len(classes)}')
+    left = {k: [] for k in classes}
+    for i in torch.randperm(len(labels), generator=generator).tolist(): left[labels[i]].append(i)
+    out = []
+    while True:
+        tie = torch.rand(len(classes), generator=generator).tolist()
+        pick = sorted(range(len(classes)), key=lambda j: (-len(left[classes[j]]), tie[j]))[:batch_size]
+        if len(left[classes[pick[-1]]]) == 0: return out
+        b = [left[classes[j]].pop() for j in pick]
+        out.append([b[j] for j in torch.randperm(batch_size, generator=generator).tolist()])
+
 def epoch_batches(n:int, # dataset size
                   batch_size:int, # global batch size
                   seed:int, epoch:int,
                   rank:int=0, world:int=1,
-                  shuffle:bool=True) -> list[list[int]]:
+                  shuffle:bool=True,
+                  labels:list|None=None, # each item's class: batches of distinct classes (`TrainConfig.distinct_classes`)
+                 ) -> list[list[int]]:
     "The index lists this process reads in `epoch`: its slice of each global batch."
     if batch_size % world: raise ValueError(f'batch_size={batch_size} must be divisible by the number of processes ({world})')
     if n < batch_size: raise ValueError(f'the dataset has {n} samples, fewer than one batch (batch_size={batch_size})')
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch)) if shuffle else torch.arange(n)
+    g = torch.Generator().manual_seed(seed * 100_003 + epoch)
     per = batch_size // world
+    if labels is not None:
+        if len(labels) != n: raise ValueError(f'{len(labels)} labels for a dataset of {n} samples')
+        return [b[rank*per:(rank+1)*per] for b in distinct_class_batches(labels, batch_size, g)]
+    order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
     return [order[b + rank*per: b + (rank+1)*per].tolist() for b in range(0, n - batch_size + 1, batch_size)]
+
+def dataset_labels(ds:Dataset) -> list:
+    "Each item's `category` (for `TrainConfig.distinct_classes`); every item is read once."
+    items = getattr(ds, 'items', None) or [ds[i] for i in range(len(ds))]
+    labels = [it.get('category') if isinstance(it, dict) else None for it in items]
+    if any(l in (None, '') for l in labels):
+        raise ValueError(f"train.distinct_classes needs a class ('category') for every training item; {type(ds).__name__} has none for some")
+    return labels
 
 def step_generator(seed:int, step:int) -> torch.Generator:
     "The generator of global step `step`: every random draw inside a step comes from it."
@@ -302,6 +334,7 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
             step_fn = nn.parallel.DistributedDataParallel(step_fn, device_ids=[env.device] if env.device.type == 'cuda' else None,
                                                           find_unused_parameters=True)
         total = cfg.warmup_epochs + cfg.epochs
+        labels = dataset_labels(train_ds) if cfg.distinct_classes else None
         def save(name=LAST):
             nonlocal saved
             with hold_sigint():  # a Ctrl-C now ends the run after the file is in place, with `saved` saying so
@@ -320,7 +353,7 @@ def fit(model:nn.Module, # any module with `losses(batch, epoch, generator, gath
             if progress: tqdm.write(' '.join(f'{k}={v:.4f}' if isinstance(v, float) else f'{k}={v}' for k, v in rec.items()))
         while state['epoch'] < total:
             epoch = state['epoch']
-            batches = epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch, env.rank, env.world)
+            batches = epoch_batches(len(train_ds), cfg.batch_size, cfg.seed, epoch, env.rank, env.world, labels=labels)
             start = state['step_in_epoch']
             dl = DataLoader(train_ds, batch_sampler=batches[start:], num_workers=cfg.num_workers,
                             persistent_workers=False, pin_memory=env.device.type == 'cuda')
