@@ -100,7 +100,7 @@ def distinct_class_batches(labels:list, # each training item's class
                           ) -> list[list[int]]: # global batches, each of `batch_size` different classes
     "Global batches in which no two items share a class: the classes with most items left fill each batch (ties at random)."
     classes = sorted(set(labels))
-    if len(classes) < batch_size: raise ValueError(f'distinct_classes needs at least batch_size={batch_size} classes, the dataset has {len(classes)}')
+    if len(classes) < batch_size: raise ValueError(f'train.distinct_classes needs at least batch_size={batch_size} classes, the dataset has {len(classes)}')
     left = {k: [] for k in classes}
     for i in torch.randperm(len(labels), generator=generator).tolist(): left[labels[i]].append(i)
     out = []
